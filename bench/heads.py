@@ -1,0 +1,62 @@
+"""Small networks attached at a group boundary: local critics / early exits, and DNI synthesizers.
+
+Shapes follow the paper: a CIFAR critic is one 3x3 conv (128 filters, scaled by the model's width)
+with ReLU, then flatten and one fully-connected layer to the classes; an MLP critic is one dense
+layer; a DNI module is three conv (or dense) layers whose last layer starts at zero, so that the
+first synthetic gradients are zero rather than noise (Jaderberg et al. 2017).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CRITIC_FILTERS = 128
+
+
+def critic(family: str, in_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
+    """Local critic c_i (also the early-exit head of `joint` and the auxiliary head of `greedy`)."""
+    if family == "resnet":
+        c, h, w = in_shape
+        filters = max(1, round(CRITIC_FILTERS * width))
+        return nn.Sequential(nn.Conv2d(c, filters, 3, padding=1), nn.ReLU(inplace=True),
+                             nn.Flatten(), nn.Linear(filters * h * w, num_classes))
+    if family == "mlp":
+        return nn.Linear(math.prod(in_shape), num_classes)
+    raise ValueError(f"no critic shape for model family {family!r}")
+
+
+class Synthesizer(nn.Module):
+    """Predicts dL/dh from h (and, for cDNI, the one-hot label); three layers, last one zero-initialised."""
+
+    def __init__(self, family: str, in_shape: tuple[int, ...], num_classes: int, condition: bool):
+        super().__init__()
+        self.family, self.num_classes, self.condition = family, num_classes, condition
+        extra = num_classes if condition else 0
+        if family == "resnet":
+            c = in_shape[0]
+            self.layers = nn.Sequential(
+                nn.Conv2d(c + extra, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, padding=1))
+        elif family == "mlp":
+            d = math.prod(in_shape)
+            hidden = max(d, 64)
+            self.layers = nn.Sequential(nn.Linear(d + extra, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+                                        nn.Linear(hidden, d))
+        else:
+            raise ValueError(f"no synthesizer shape for model family {family!r}")
+        last = self.layers[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.condition:
+            onehot = F.one_hot(y, self.num_classes).to(h.dtype)
+            if h.dim() == 4:
+                onehot = onehot[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
+            h = torch.cat([h, onehot], dim=1)
+        return self.layers(h)

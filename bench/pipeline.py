@@ -1,0 +1,108 @@
+"""Build a method's stages on a model, and the in-process executor that runs them.
+
+The in-process executor is the reference semantics: every stage in one process, one step at a
+time, forward through the stages then feedback back through them (the paper's TensorFlow code
+computed one synchronous step like this). The distributed executor runs the same stages.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods import StageContext, create_method
+from methods.base import Hyper, Stage
+
+from .heads import critic
+from .models import UnitModel
+from .split import Split, unit_flops
+
+
+def build_stages(method: str, model: UnitModel, split: Split, input_shape: tuple[int, ...],
+                 num_classes: int, hyper: Hyper, options: dict | None = None) -> list[Stage]:
+    stage_cls = create_method(method)
+    _, shapes = unit_flops(model, input_shape)
+    bodies = split.groups(model)
+    k = len(bodies)
+
+    def head_factory(shape):
+        return critic(model.family, shape, num_classes, model.width)
+
+    stages = []
+    for i, body in enumerate(bodies):
+        out_shape = None if i == k - 1 else shapes[split.bounds[i + 1] - 1]
+        ctx = StageContext(index=i, num_stages=k, body=body, out_shape=out_shape, num_classes=num_classes,
+                           family=model.family, width=model.width, hyper=hyper,
+                           head_factory=head_factory, options=dict(options or {}))
+        stages.append(stage_cls(ctx))
+    return stages
+
+
+def train_step(stages: list[Stage], step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One lockstep step: forward through every stage, then feedback back through them."""
+    for stage in stages:
+        stage.set_step(step)
+        x = stage.forward(step, x, y)
+    feedback = None
+    for stage in reversed(stages):
+        feedback = stage.backward(step, feedback)
+
+
+@torch.no_grad()
+def evaluate(stages: list[Stage], batches) -> dict:
+    """Test accuracy and loss of the main output and of every sub-model (groups 1..i + head i)."""
+    for s in stages:
+        s.train(False)
+    n, correct, loss_sum = 0, 0, 0.0
+    sub_correct = [0] * (len(stages) - 1)
+    has_heads = False
+    for x, y in batches:
+        h = x
+        for i, stage in enumerate(stages):
+            h = stage.body(h)
+            if i < len(stages) - 1:
+                logits = stage.head_logits(h)
+                if logits is not None:
+                    has_heads = True
+                    sub_correct[i] += (logits.argmax(1) == y).sum().item()
+        loss_sum += F.cross_entropy(h, y, reduction="sum").item()
+        correct += (h.argmax(1) == y).sum().item()
+        n += len(y)
+    for s in stages:
+        s.train(True)
+    return {"test_acc": 100.0 * correct / n, "test_loss": loss_sum / n,
+            "sub_acc": [100.0 * c / n for c in sub_correct] if has_heads else []}
+
+
+def _buffers(stages: list[Stage]) -> list[torch.Tensor]:
+    return [b for s in stages for m in s.modules().values() for b in m.buffers()]
+
+
+def assumption1(stages: list[Stage], x: torch.Tensor, y: torch.Tensor) -> dict:
+    """Per group k: mu_k = <G_k, g_k>/||G_k||^2 and cos(G_k, g_k), G the true gradient of the main loss
+    w.r.t. the group's weights, g the gradient the method applies. Nothing is updated (BN buffers are
+    restored); weight decay is left out of both."""
+    saved = [b.clone() for b in _buffers(stages)]
+    inputs, h = [], x
+    for stage in stages:
+        inputs.append(h.detach())
+        h = stage.body(h)
+    params = [list(s.body.parameters()) for s in stages]
+    true = torch.autograd.grad(F.cross_entropy(h, y), [p for ps in params for p in ps])
+    mu, cos = [], []
+    offset = 0
+    for stage, xin, ps in zip(stages, inputs, params):
+        G = torch.cat([g.flatten() for g in true[offset:offset + len(ps)]])
+        offset += len(ps)
+        local = stage.local_grads(xin, y)
+        g = G if local is None else torch.cat([t.flatten() for t in local])
+        dot = torch.dot(G, g).item()
+        mu.append(dot / max(G.norm().item() ** 2, 1e-30))
+        cos.append(dot / max(G.norm().item() * g.norm().item(), 1e-30))
+    for b, v in zip(_buffers(stages), saved):
+        b.copy_(v)
+    return {"mu": mu, "cos": cos}
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

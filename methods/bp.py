@@ -1,0 +1,33 @@
+"""Backprop (BP): each group waits for the gradient of the main loss w.r.t. its output.
+
+Split into K groups and run in lockstep this is exactly autograd on the whole network; on the
+distributed executor it is the naive model-parallel baseline (one group busy at a time).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import register_method
+from .base import Stage
+
+
+@register_method("bp")
+class BackpropStage(Stage):
+    description = "backprop of the main loss (the reference)"
+
+    def forward(self, step, x, y):
+        if self.ctx.is_last:
+            self._last_forward(x, y)
+            return None
+        self.x = self._input(x)
+        self.out = self.body(self.x)
+        return self.out.detach()
+
+    def backward(self, step, feedback):
+        if self.ctx.is_last:
+            self._last_backward()
+        else:
+            self.body_opt.zero_grad(set_to_none=True)
+            self.out.backward(feedback)
+            self.body_opt.step()
+        return self._input_grad()

@@ -1,0 +1,83 @@
+"""Decoupled neural interfaces with synthetic gradients (Jaderberg et al. 2017), and cDNI.
+
+Group i < K has a synthesizer M_i that predicts dL/dh_i from h_i (cDNI: and the label).
+- forward: the group is updated at once with h_i.backward(M_i(h_i)); the gradient this leaves on
+  the group's input, J^T M_i(h_i), is what the previous group's synthesizer learns from
+  (bootstrapping); h_i goes to the next group.
+- backward: when the next group sends dL/dh_i (its bootstrapped input gradient, the true one
+  from the last group), M_i is trained by Adam on the MSE between its prediction and that target.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bench.heads import Synthesizer
+
+from . import register_method
+from .base import Stage
+
+
+@register_method("dni")
+class SyntheticGradientStage(Stage):
+    description = "DNI: groups follow synthetic gradients, synthesizers regress the next group's gradient"
+    local_gradients = True
+    condition_on_labels = False
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        if not ctx.is_last:
+            self.synth = Synthesizer(ctx.family, ctx.out_shape, ctx.num_classes, self.condition_on_labels)
+            self.synth_opt = torch.optim.Adam(self.synth.parameters(), lr=ctx.hyper.aux_lr)
+
+    def modules(self):
+        mods = super().modules()
+        if not self.ctx.is_last:
+            mods["synth"] = self.synth
+        return mods
+
+    def optimizers(self):
+        opts = super().optimizers()
+        if not self.ctx.is_last:
+            opts["synth"] = self.synth_opt
+        return opts
+
+    def forward(self, step, x, y):
+        if self.ctx.is_last:
+            self._last_forward(x, y)
+            return None
+        self.x = self._input(x)
+        h = self.body(self.x)
+        synthetic = self.synth(h.detach(), y)
+        self.body_opt.zero_grad(set_to_none=True)
+        h.backward(synthetic.detach())
+        self.body_opt.step()
+        self.pending[step] = (synthetic, self._input_grad())
+        return h.detach()
+
+    def backward(self, step, feedback):
+        if self.ctx.is_last:
+            self._last_backward()
+            return self._input_grad()
+        synthetic, input_grad = self.pending.pop(step)
+        synth_loss = F.mse_loss(synthetic, feedback.detach())
+        self.synth_opt.zero_grad(set_to_none=True)
+        synth_loss.backward()
+        self.synth_opt.step()
+        self.stats["synth_mse"] = synth_loss.detach()
+        return input_grad
+
+    def local_grads(self, x, y):
+        if self.ctx.is_last:
+            return None
+        h = self.body(x)
+        with torch.no_grad():
+            synthetic = self.synth(h, y)
+        return list(torch.autograd.grad(h, list(self.body.parameters()), grad_outputs=synthetic))
+
+
+@register_method("cdni")
+class ConditionedSyntheticGradientStage(SyntheticGradientStage):
+    description = "cDNI: DNI whose synthesizers also see the one-hot label"
+    condition_on_labels = True

@@ -1,0 +1,69 @@
+"""Local critic training (Lee, Hsieh & Lee, TNNLS 2022).
+
+Group i < n+1 has a critic c_i on its output h_i; l_i = CE(c_i(h_i), y) per sample.
+- forward: the group is updated at once with d mean(l_i) / d theta_i, the gradient passing
+  through c_i into h_i without touching c_i's weights; h_i (pre-update) goes to the next group.
+- backward: when l_{i+1} arrives from the next group (its critic's per-sample loss, or the main
+  loss at the last group), c_i is trained by Adam on mean |l_i - l_{i+1}| over its own weights.
+  Nothing crosses a boundary but h_i forward and a loss vector back.
+The last group is trained by ordinary backprop of the main loss and sends its per-sample loss.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import register_method
+from .base import Stage
+
+
+@register_method("lct")
+class LocalCriticStage(Stage):
+    description = "local critic training: groups follow their critic's loss, critics follow the next loss"
+    local_gradients = True
+
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.pending: dict[int, torch.Tensor] = {}  # step -> l_i with its graph through c_i
+        if not ctx.is_last:
+            self.head = ctx.head_factory(ctx.out_shape)
+            self.head_opt = torch.optim.Adam(self.head.parameters(), lr=ctx.hyper.aux_lr)
+
+    def optimizers(self):
+        opts = super().optimizers()
+        if self.head is not None:
+            opts["head"] = self.head_opt
+        return opts
+
+    def forward(self, step, x, y):
+        if self.ctx.is_last:
+            self._last_forward(x, y)
+            return None
+        h = self.body(x)
+        h_cut = h.detach().requires_grad_(True)  # the critic's graph starts here: its loss cannot reach the body
+        loss_vec = F.cross_entropy(self.head(h_cut), y, reduction="none")
+        (grad_h,) = torch.autograd.grad(loss_vec.mean(), h_cut, retain_graph=True)  # critic weights untouched
+        self.body_opt.zero_grad(set_to_none=True)
+        h.backward(grad_h)
+        self.body_opt.step()
+        self.pending[step] = loss_vec
+        self.stats["critic_ce"] = loss_vec.detach().mean()
+        return h.detach()
+
+    def backward(self, step, feedback):
+        if self.ctx.is_last:
+            self._last_backward()
+            return self.loss_vec.detach()
+        loss_vec = self.pending.pop(step)
+        critic_loss = (loss_vec - feedback.detach()).abs().mean()
+        self.head_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.head_opt.step()
+        self.stats["critic_l1"] = critic_loss.detach()
+        return None if self.ctx.is_first else loss_vec.detach()
+
+    def local_grads(self, x, y):
+        if self.ctx.is_last:
+            return None
+        loss = F.cross_entropy(self.head(self.body(x)), y)
+        return list(torch.autograd.grad(loss, list(self.body.parameters())))
