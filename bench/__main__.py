@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .config import PROFILES, RunConfig
 from .errors import BenchError
@@ -18,8 +19,54 @@ def _run(args) -> None:
                     profile=args.profile, seed=args.seed, split_rule=args.split, data_root=args.data_root,
                     out=args.out, resume=args.resume, device=args.device, threads=args.threads,
                     steps=args.steps, batch_size=args.batch_size, width=args.width)
-    path = run(cfg, progress=not args.no_progress)
+    if args.microbatches is not None:
+        cfg.extra["microbatches"] = args.microbatches
+    if args.executor == "distributed":
+        from .distributed import DistConfig, run_distributed
+
+        path = run_distributed(cfg, DistConfig.from_dict(vars(args)))
+    else:
+        path = run(cfg, progress=not args.no_progress)
     print(path)
+
+
+def _sweep(args) -> None:
+    from .records import atomic_write_text
+    from .sweep import run_sweep, summary_table
+
+    base = RunConfig(data_root=args.data_root, out=args.out, threads=args.threads, device=args.device)
+    paths = run_sweep(args.grid, args.profile, args.seeds, base, progress=not args.no_progress, steps=args.steps)
+    table = summary_table(paths)
+    print(table)
+    if args.table:
+        atomic_write_text(Path(args.table), f"# Sweep `{args.grid}`, profile `{args.profile}`\n\n"
+                          f"Records: `{args.out}/`. In-process executor (parallel time simulated).\n\n" + table)
+
+
+def _speed(args) -> None:
+    from .speed import run_speed
+
+    run_speed(args.profile, args.model, args.data, args.steps, args.warmup, args.split, args.device, args.out,
+              args.data_root, args.only)
+
+
+def _report(args) -> None:
+    from . import plots, report
+
+    records = report.load_records(args.records or [args.results])
+    figures = plots.figure_names(records)
+    if not args.no_tables:
+        for path in report.write_tables(records, Path(args.results), figures=figures):
+            print(path)
+    if not args.no_plots:
+        for path in plots.render(records, Path(args.plots)):
+            print(path)
+
+
+def _check_assumption1(args) -> int:
+    from .report import check_assumption1
+
+    return check_assumption1([Path(p) for p in args.records], from_step=args.from_step)
 
 
 def _list(args) -> None:
@@ -56,7 +103,56 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
     r.add_argument("--width", type=float, default=None, help="override the profile's width multiplier")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--executor", default="inprocess", choices=("inprocess", "distributed"),
+                   help="inprocess: all groups in this process; distributed: one worker process per group")
+    r.add_argument("--schedule", default="lockstep", choices=("lockstep", "pipelined"),
+                   help="distributed: wait for each batch's feedback, or go on with the next batch")
+    r.add_argument("--threads-per-worker", type=int, default=1, help="distributed: torch threads per worker")
+    r.add_argument("--microbatches", type=int, default=None, help="gpipe: micro-batches per batch (default 4)")
+    r.add_argument("--pp-schedule", default="gpipe", choices=("gpipe", "1f1b"), help="gpipe: pipelining schedule")
+    r.add_argument("--max-stale", type=int, default=2, help="pipelined: most forwards a feedback may lag")
+    r.add_argument("--comm-timeout", dest="timeout_s", type=float, default=300.0,
+                   help="distributed: seconds a worker waits on a peer before the run fails")
     r.set_defaults(func=_run)
+
+    sp = sub.add_parser("speed", help="throughput of bp, ddp, gpipe, dni, lct on real workers (table + CSV)")
+    sp.add_argument("--profile", default="cpu", choices=PROFILES)
+    sp.add_argument("--model", default="resnet50")
+    sp.add_argument("--data", default="digits", help="data set whose samples are used (default: offline digits)")
+    sp.add_argument("--data-root", default=None)
+    sp.add_argument("--split", default="paper", help="paper | balanced")
+    sp.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    sp.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    sp.add_argument("--device", default="cpu", help="cpu (gloo, 1 thread per worker) or cuda (nccl, 1 GPU each)")
+    sp.add_argument("--only", nargs="+", default=None, help="only these methods (bp-1-worker always runs)")
+    sp.add_argument("--out", default="results", help="folder for speed-<profile>.csv/.md and the records")
+    sp.set_defaults(func=_speed)
+
+    sw = sub.add_parser("sweep", help="run a named grid of runs (resumable), print a table")
+    sw.add_argument("grid", help="smoke | digits | cifar10 | cifar100 | resnet182 | mlp | imagenet")
+    sw.add_argument("--profile", default="smoke", choices=PROFILES)
+    sw.add_argument("--seeds", type=int, nargs="+", default=[0])
+    sw.add_argument("--data-root", default=None)
+    sw.add_argument("--out", default="runs")
+    sw.add_argument("--device", default="cpu")
+    sw.add_argument("--threads", type=int, default=None)
+    sw.add_argument("--table", default=None, help="also write the markdown table here")
+    sw.add_argument("--steps", type=int, default=None, help="override the iterations (lr milestones follow)")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=_sweep)
+
+    rp = sub.add_parser("report", help="render the paper's tables (results/) and figures (plots/) from run records")
+    rp.add_argument("--results", default="results", help="where the records are found and the tables go")
+    rp.add_argument("--plots", default="plots", help="where the figures go")
+    rp.add_argument("--records", nargs="+", default=None, help="record files or folders (default: --results)")
+    rp.add_argument("--no-tables", action="store_true", help="figures only")
+    rp.add_argument("--no-plots", action="store_true", help="tables only")
+    rp.set_defaults(func=_report)
+
+    ca = sub.add_parser("check-assumption1", help="minimum mu_k and cosine per group; exit 1 where mu_k <= 0")
+    ca.add_argument("records", nargs="+", help="record files (or folders of records)")
+    ca.add_argument("--from-step", type=int, default=0, help="ignore measurements before this step")
+    ca.set_defaults(func=_check_assumption1)
 
     ls = sub.add_parser("list", help="list the registered methods")
     ls.set_defaults(func=_list)
@@ -71,11 +167,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        rc = args.func(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return 0
+    return rc or 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,27 @@
+"""Builders shared by tests: tiny models split into stages, parameter snapshots."""
+from __future__ import annotations
+
+import torch
+
+from bench.models import build_model
+from bench.pipeline import build_stages
+from bench.split import paper_split
+from methods.base import Hyper
+
+
+def make_stages(method: str, k: int, model: str = "resnet50", seed: int = 0, width: float = 1 / 16,
+                input_shape=(1, 8, 8), num_classes: int = 10, hyper: Hyper | None = None):
+    """The same stages the runner builds, on a tiny model; returns (stages, model)."""
+    torch.manual_seed(seed)
+    m = build_model(model, num_classes, input_shape, width)
+    split = paper_split(m, k)
+    return build_stages(method, m, split, input_shape, num_classes, hyper or Hyper(lr=0.05)), m
+
+
+def params_of(stages, key: str = "body"):
+    """Flat copy of every parameter of one module kind in each stage (None where a stage lacks it)."""
+    out = []
+    for s in stages:
+        mod = s.modules().get(key)
+        out.append(None if mod is None else torch.cat([p.detach().flatten().clone() for p in mod.parameters()]))
+    return out

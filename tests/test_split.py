@@ -1,0 +1,59 @@
+"""Split rules: the authors' ResNet-101 LCT_n3 split, the balanced rule's optimality, bad splits."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from bench.errors import BenchError
+from bench.heads import critic
+from bench.models import build_model
+from bench.split import balanced_split, module_flops, paper_split, unit_flops
+
+
+def test_paper_rule_reproduces_authors_resnet101_lct_n3_split():
+    m = build_model("resnet101", 10, (3, 32, 32), width=1 / 16)
+    names = paper_split(m, 4).names(m)
+    # LCT_n3.py: stem+conv2+conv3 | 8 conv4 blocks | 8 conv4 blocks | last 7 conv4 + conv5 + classifier
+    assert names[0] == ["stem"] + [f"conv2_{i}" for i in range(1, 4)] + [f"conv3_{i}" for i in range(1, 5)]
+    assert names[1] == [f"conv4_{i}" for i in range(1, 9)]
+    assert names[2] == [f"conv4_{i}" for i in range(9, 17)]
+    assert names[3] == [f"conv4_{i}" for i in range(17, 24)] + [f"conv5_{i}" for i in range(1, 4)] + ["fc"]
+
+
+def test_resnet_depths_and_parameters():
+    for name, depth in (("resnet50", 50), ("resnet101", 101), ("resnet182", 182)):
+        assert build_model(name, 10, (3, 32, 32), 1 / 16).depth == depth
+    # full-width ResNet-50 on CIFAR-10: 23.5 M parameters (the paper's Table VIII counts 23.82 M)
+    m = build_model("resnet50", 10, (3, 32, 32), 1.0)
+    assert sum(p.numel() for p in m.units.parameters()) == pytest.approx(23.5e6, rel=0.01)
+
+
+def test_paper_critic_matches_table_viii_resnet50_sub1():
+    """Table VIII: ResNet-50 CIFAR-10 Sub_1's critic has 1.61 M parameters (conv 128 + FC on 32x32)."""
+    c = critic("resnet", (256, 32, 32), 10, width=1.0)
+    assert sum(p.numel() for p in c.parameters()) == pytest.approx(1.61e6, rel=0.01)
+
+
+def test_balanced_split_minimises_the_costliest_group():
+    m = build_model("resnet50", 10, (1, 8, 8), width=1 / 16)
+    shape = (1, 8, 8)
+    flops, shapes = unit_flops(m, shape)
+    head = [0] + [module_flops(critic("resnet", s, 10, m.width), s) for s in shapes[:-1]] + [0]
+    n, k = len(m.units), 3
+
+    def worst(bounds):
+        return max(sum(flops[a:b]) + (head[b] if b < n else 0) for a, b in zip(bounds, bounds[1:]))
+
+    best = min(worst([0, a, b, n]) for a, b in itertools.combinations(range(1, n - 1), 2))
+    ours = balanced_split(m, k, shape, lambda s: critic("resnet", s, 10, m.width))
+    assert worst(ours.bounds) == best
+    assert ours.sizes[-1] >= 2  # the classifier never stands alone
+
+
+@pytest.mark.parametrize("k", [0, 3, 10])
+def test_impossible_splits_are_one_line_errors(k):
+    m = build_model("mlp", 10, (1, 8, 8))
+    with pytest.raises(BenchError) as e:
+        paper_split(m, k)
+    assert "\n" not in str(e.value)
