@@ -39,22 +39,19 @@ def build_stages(method: str, model: UnitModel, split: Split, input_shape: tuple
 
 
 def train_step(stages: list[Stage], step: int, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One lockstep step: forward through every stage, then feedback back through them."""
-    for stage in stages:
-        stage.set_step(step)
-        x = stage.forward(step, x, y)
-    feedback = None
-    for stage in reversed(stages):
-        feedback = stage.backward(step, feedback)
+    """One lockstep step (forward through every stage, then feedback back), as the method defines it."""
+    type(stages[0]).run_step(stages, step, x, y)
 
 
 @torch.no_grad()
 def evaluate(stages: list[Stage], batches) -> dict:
-    """Test accuracy and loss of the main output and of every sub-model (groups 1..i + head i)."""
+    """Test accuracy and loss of the main output and of every sub-model (groups 1..i + head i);
+    also top-5 accuracy (test_top5, sub_top5), which the ImageNet rows of the paper's tables need."""
     for s in stages:
         s.train(False)
-    n, correct, loss_sum = 0, 0, 0.0
+    n, correct, loss_sum, correct5 = 0, 0, 0.0, 0
     sub_correct = [0] * (len(stages) - 1)
+    sub_correct5 = [0] * (len(stages) - 1)
     has_heads = False
     for x, y in batches:
         h = x
@@ -65,13 +62,23 @@ def evaluate(stages: list[Stage], batches) -> dict:
                 if logits is not None:
                     has_heads = True
                     sub_correct[i] += (logits.argmax(1) == y).sum().item()
+                    sub_correct5[i] += _top5(logits, y)
         loss_sum += F.cross_entropy(h, y, reduction="sum").item()
         correct += (h.argmax(1) == y).sum().item()
+        correct5 += _top5(h, y)
         n += len(y)
     for s in stages:
         s.train(True)
     return {"test_acc": 100.0 * correct / n, "test_loss": loss_sum / n,
-            "sub_acc": [100.0 * c / n for c in sub_correct] if has_heads else []}
+            "sub_acc": [100.0 * c / n for c in sub_correct] if has_heads else [],
+            "test_top5": 100.0 * correct5 / n,
+            "sub_top5": [100.0 * c / n for c in sub_correct5] if has_heads else []}
+
+
+def _top5(logits: torch.Tensor, y: torch.Tensor) -> int:
+    """How many labels are among the 5 highest logits (all of them when there are 5 classes or fewer)."""
+    k = min(5, logits.shape[1])
+    return (logits.topk(k, dim=1).indices == y[:, None]).any(dim=1).sum().item()
 
 
 def _buffers(stages: list[Stage]) -> list[torch.Tensor]:

@@ -51,6 +51,10 @@ class StageContext:
     hyper: Hyper
     head_factory: Callable[[tuple[int, ...]], nn.Module] | None = None  # builds a critic/exit for out_shape
     options: dict = field(default_factory=dict)
+    # per-sample loss of logits against targets: a (B,) vector for classification; sequence models
+    # flatten time into the sample axis. LCT's critics regress these vectors.
+    per_sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
+        lambda logits, y: F.cross_entropy(logits, y, reduction="none"))
 
     @property
     def is_first(self) -> bool:
@@ -91,6 +95,17 @@ class Stage:
     def waits_for_feedback(self) -> bool:
         return self.sends_feedback and not self.ctx.is_last
 
+    @classmethod
+    def run_step(cls, stages: list["Stage"], step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One in-process step over all stages: lockstep forward, then feedback back. A method whose
+        step is not of this shape (e.g. ADMM's sub-steps) overrides it."""
+        for stage in stages:
+            stage.set_step(step)
+            x = stage.forward(step, x, y)
+        feedback = None
+        for stage in reversed(stages):
+            feedback = stage.backward(step, feedback)
+
     # --- helpers shared by methods ------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"body": self.body_opt}
@@ -127,7 +142,7 @@ class Stage:
         """The last group: body ends with the classifier; per-sample loss kept for feedback."""
         self.x = self._input(x)
         self.logits = self.body(self.x)
-        self.loss_vec = F.cross_entropy(self.logits, y, reduction="none")
+        self.loss_vec = self.ctx.per_sample_loss(self.logits, y)
         self.loss = self.loss_vec.mean()
         self.stats["loss"] = self.loss.detach()
 

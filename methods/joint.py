@@ -7,7 +7,6 @@ through the whole network; heads are trained by SGD like the main network.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import register_method
 from .base import Stage
@@ -29,7 +28,7 @@ class JointExitStage(Stage):
             return None
         self.x = self._input(x)
         self.out = self.body(self.x)
-        self.exit_loss = F.cross_entropy(self.head(self.out), y)
+        self.exit_loss = self.ctx.per_sample_loss(self.head(self.out), y).mean()
         self.stats["exit_loss"] = self.exit_loss.detach()
         return self.out.detach()
 

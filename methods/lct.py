@@ -11,7 +11,6 @@ The last group is trained by ordinary backprop of the main loss and sends its pe
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import register_method
 from .base import Stage
@@ -41,7 +40,7 @@ class LocalCriticStage(Stage):
             return None
         h = self.body(x)
         h_cut = h.detach().requires_grad_(True)  # the critic's graph starts here: its loss cannot reach the body
-        loss_vec = F.cross_entropy(self.head(h_cut), y, reduction="none")
+        loss_vec = self.ctx.per_sample_loss(self.head(h_cut), y)
         (grad_h,) = torch.autograd.grad(loss_vec.mean(), h_cut, retain_graph=True)  # critic weights untouched
         self.body_opt.zero_grad(set_to_none=True)
         h.backward(grad_h)
@@ -65,5 +64,5 @@ class LocalCriticStage(Stage):
     def local_grads(self, x, y):
         if self.ctx.is_last:
             return None
-        loss = F.cross_entropy(self.head(self.body(x)), y)
+        loss = self.ctx.per_sample_loss(self.head(self.body(x)), y).mean()
         return list(torch.autograd.grad(loss, list(self.body.parameters())))
