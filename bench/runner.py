@@ -18,6 +18,7 @@ from methods import create_method
 from . import data as datasets
 from .config import RunConfig, resolve
 from .errors import BenchError
+from .heads import critic
 from .models import MODELS, build_model
 from .pipeline import assumption1, build_stages, count_params, evaluate, train_step
 from .records import atomic_torch_save, new_record, read_record, write_record
@@ -40,9 +41,10 @@ class Run:
         self.ds = datasets.load_dataset(cfg.data, root)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.ds.num_classes, self.ds.input_shape, cfg.width)
-        head = lambda shape: __import__("bench.heads", fromlist=["critic"]).critic(  # noqa: E731
-            self.model.family, shape, self.ds.num_classes, self.model.width)
-        self.split = make_split(cfg.split_rule, self.model, cfg.groups, self.ds.input_shape, head)
+        def head_for(shape):  # the balanced rule counts each group's critic in its cost
+            return critic(self.model.family, shape, self.ds.num_classes, self.model.width)
+
+        self.split = make_split(cfg.split_rule, self.model, cfg.groups, self.ds.input_shape, head_for)
         self.model.units.to(self.device)
         self.stages = build_stages(cfg.method, self.model, self.split, self.ds.input_shape,
                                    self.ds.num_classes, cfg.hyper(), cfg.extra)
