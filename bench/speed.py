@@ -1,0 +1,170 @@
+"""`python -m bench speed` (`nox -s speed`): throughput of every way to train one ResNet on K workers.
+
+All configurations run on the distributed executor with the same samples (batch 128 at the cpu
+profile, the same seed, so the same batches), after a few warm-up steps that are not timed:
+bp on one worker with one thread (the reference), bp on one worker with every thread (so nobody is
+fooled by the equal-resources comparison), ddp, gpipe (m = 4 and 8), dni_n1 and lct_n1 (lockstep
+and pipelined) on 2 workers, and K = 4 where the machine has 4 cores (or 4 GPUs). Every worker gets
+one thread (one GPU). Evaluation is off: only training steps are timed.
+
+Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
+with the command, the machine and its load; the raw run records go to results/speed-<profile>/.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, resolve
+from .distributed import DistConfig, run_distributed
+from .errors import BenchError
+from .records import atomic_write_text, read_record
+
+REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
+            "comm_share", "peak_mem_mb_max_worker"]
+EXTRA = ["ratio_to_ideal", "comm_share_max_worker", "paper_comm_share", "staleness_mean", "step_time_s",
+         "slowest_worker_compute_share", "executor", "profile", "data", "model", "split", "batch_size",
+         "timed_steps"]
+
+
+@dataclass
+class Case:
+    method: str
+    workers: int
+    threads: int = 1
+    schedule: str = "lockstep"       # stage methods: lockstep | pipelined
+    microbatches: int = 4            # gpipe only
+
+    @property
+    def label(self) -> str:
+        tail = {"gpipe": f"m{self.microbatches}", "ddp": "", "bp": ""}.get(self.method, self.schedule)
+        return "_".join(p for p in (self.method, f"w{self.workers}", f"t{self.threads}", tail) if p)
+
+    @property
+    def schedule_name(self) -> str:
+        if self.method == "gpipe":
+            return f"gpipe-m{self.microbatches}"
+        if self.method == "ddp":
+            return "allreduce"
+        return "sequential" if self.workers == 1 else self.schedule
+
+
+def cases(cores: int, gpus: int = 0) -> list[Case]:
+    """The configurations of the issue; K = 4 only where 4 workers get a core (or a GPU) each."""
+    out = [Case("bp", 1, 1)]
+    if cores > 1 and not gpus:
+        out.append(Case("bp", 1, cores))
+    for k in (2, 4):
+        if k > max(cores, gpus):
+            break
+        out += [Case("ddp", k), Case("gpipe", k, microbatches=4), Case("gpipe", k, microbatches=8)]
+        out += [Case(m, k, schedule=s) for m in ("dni", "lct") for s in ("lockstep", "pipelined")]
+    return out
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def _row(case: Case, record: dict, bp1: float | None) -> dict:
+    workers, final = record["workers"], record["final"]
+    sps = final["samples_per_s"]
+    cuda = workers[0]["device"].startswith("cuda")
+    mem = [w["gpu_mem_nvml_mb"] or w["torch_cuda_peak_mb"] if cuda else w["peak_rss_mb"] for w in workers]
+    slowest = max(workers, key=lambda w: w["compute_s"])
+    cfg = record["config"]
+    stale = [w["staleness_mean"] for w in workers if "staleness_mean" in w]
+    return {
+        "method": case.method, "workers": case.workers, "schedule": case.schedule_name,
+        "threads_per_worker": case.threads, "samples_per_s": round(sps, 1),
+        "ratio_to_bp_1_worker": round(sps / bp1, 3) if bp1 else 1.0,
+        "comm_share": round(sum(w["comm_share"] for w in workers) / len(workers), 4),
+        "peak_mem_mb_max_worker": round(max(mem), 1),
+        "ratio_to_ideal": round(sps / (bp1 * case.workers * case.threads), 3) if bp1 else 1.0,
+        "comm_share_max_worker": round(max(w["comm_share"] for w in workers), 4),
+        "paper_comm_share": round(max(w["paper_comm_share"] or 0.0 for w in workers), 4),
+        "staleness_mean": round(sum(stale) / len(stale), 2) if stale else "",
+        "step_time_s": round(final["train_time_s"] / final["timed_steps"], 4),
+        "slowest_worker_compute_share": round(slowest["compute_s"] / final["train_time_s"], 3),
+        "executor": "distributed (truly parallel)", "profile": cfg["profile"], "data": cfg["data"],
+        "model": cfg["model"], "split": cfg["split_rule"], "batch_size": cfg["batch_size"],
+        "timed_steps": final["timed_steps"],
+    }
+
+
+def _markdown(rows: list[dict], header: str) -> str:
+    cols = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
+            "ratio_to_ideal", "comm_share", "paper_comm_share", "peak_mem_mb_max_worker", "staleness_mean"]
+    names = ["method", "K", "schedule", "threads/worker", "samples/s", "vs bp 1 worker", "vs ideal Kx",
+             "comm share (blocked)", "comm share (paper est.)", "peak MB (max worker)", "staleness"]
+    lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 40,
+              warmup: int = 5, split: str = "paper", device: str = "cpu", out: str = "results",
+              data_root: str | None = None, only: list[str] | None = None, command: str | None = None) -> Path:
+    """Run every configuration, print the table, write the CSV and markdown; returns the CSV's path."""
+    import torch
+
+    gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+    todo = cases(os.cpu_count() or 1, gpus)
+    if only:
+        unknown = set(only) - {c.method for c in todo}
+        if unknown:
+            raise BenchError(f"--only: no configuration for {', '.join(sorted(unknown))}")
+        todo = [c for c in todo if c.method in only or c.label == "bp_w1_t1"]  # bp-1-worker is the yardstick
+    folder = Path(out) / f"speed-{profile}"
+    load_before = os.getloadavg()
+    rows, bp1, t_start = [], None, time.time()
+    for case in todo:
+        cfg = resolve(RunConfig(method=case.method, groups=case.workers, model=model, data=data, profile=profile,
+                                split_rule=split, data_root=data_root, device=device, out=str(folder / case.label),
+                                steps=warmup + steps))
+        cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
+        dcfg = DistConfig(schedule=case.schedule, threads_per_worker=case.threads, microbatches=case.microbatches,
+                          warmup_steps=warmup, evaluate=False)
+        print(f"speed: {case.label} ...", end=" ", flush=True)
+        path = run_distributed(cfg, dcfg, log_dir=folder / case.label / "logs")
+        record = read_record(path)
+        if case.label == "bp_w1_t1":
+            bp1 = record["final"]["samples_per_s"]
+        rows.append(_row(case, record, bp1))
+        print(f"{rows[-1]['samples_per_s']} samples/s", flush=True)
+    load_after = os.getloadavg()
+    csv_path = Path(out) / f"speed-{profile}.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=REQUIRED + EXTRA)
+        writer.writeheader()
+        writer.writerows(rows)
+    command = command or "python -m bench speed " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    header = (f"# Training throughput, profile `{profile}` ({model}, {data}, batch {rows[0]['batch_size']}, "
+              f"{split} split, {steps} timed steps after {warmup} warm-up)\n\n"
+              f"Command: `{command}`  \nMachine: {_machine()}, device {device}, torch {torch.__version__}; "
+              f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
+              f"{time.time() - t_start:.0f} s in all.  \n"
+              "Executor: distributed, one process per worker (truly parallel, not simulated). "
+              "comm share (blocked) = time a worker waits on communication (transfer, and waiting for the "
+              "neighbour), over its step time, mean over workers; paper est. = the paper's method: time to move "
+              "tensors of the boundary sizes, max over workers; peak MB = peak RSS of the worker process (CPU) "
+              "or NVML (GPU).")
+    table = _markdown(rows, header)
+    atomic_write_text(csv_path.with_suffix(".md"), table)
+    print(table)
+    return csv_path

@@ -1,0 +1,191 @@
+"""The distributed executor (one worker process per layer group) against the in-process reference.
+
+- lockstep lct / dni: the same weights as the in-process executor after several steps;
+- gpipe (torch.distributed.pipelining): the same gradients as unsplit backprop;
+- pipelined lct / dni: runs with bounded staleness, records per-worker measurements;
+- a killed worker: every other worker exits with a one-line error, well within 60 s, record failed;
+- slow: pipelined lct at the cpu profile learns as well as the in-process run (within 2 points).
+Each launch starts K fresh Python processes (a few seconds each on 2 cores).
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from bench.__main__ import main as cli
+from bench.config import RunConfig
+from bench.distributed import DistConfig, LocalJob, record_path, run_distributed, validate
+from bench.pipeline import train_step
+from bench.records import read_record
+from bench.runner import Run
+from bench.runner import run as run_inprocess
+
+
+def smoke(tmp_path, method: str, groups: int, steps: int = 4, **kw) -> RunConfig:
+    kw = {"model": "resnet50", "width": 1 / 16, "batch_size": 32, **kw}
+    return RunConfig(method=method, groups=groups, data="digits", profile="smoke", steps=steps,
+                     out=str(tmp_path / "runs"), **kw)
+
+
+def inprocess_state(cfg: RunConfig) -> list[dict]:
+    """What the in-process executor holds after cfg.steps lockstep steps, shaped like a worker dump.
+
+    One thread, like each worker: then the two executors agree to the last bit (with more threads the
+    reductions change order, and BatchNorm over 1x1 maps of 32 samples amplifies that within steps)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        r = Run(RunConfig(**vars(cfg)))
+        for step in range(r.cfg.steps):
+            x, y = r.stream.batch(step)
+            train_step(r.stages, step, x, y)
+    finally:
+        torch.set_num_threads(threads)
+    return [{"modules": {k: m.state_dict() for k, m in s.modules().items()},
+             "grads": [p.grad for p in s.body.parameters()]} for s in r.stages]
+
+
+def distributed_state(tmp_path, cfg: RunConfig, **dist) -> list[dict]:
+    dcfg = DistConfig(dump_state="dump.pt", evaluate=False, **dist)
+    path = run_distributed(cfg, dcfg, log_dir=tmp_path / "logs")
+    assert read_record(path)["status"] == "completed"
+    return torch.load(path.parent / "dump.pt", weights_only=False)
+
+
+def flat(states: list[dict], what: str) -> torch.Tensor:
+    """Every group's tensors of one kind, concatenated in network order (so splits compare)."""
+    if what == "grads":
+        return torch.cat([g.flatten() for s in states for g in s["grads"]])
+    return torch.cat([v.float().flatten() for s in states for v in s["modules"]["body"].values()])
+
+
+@pytest.mark.parametrize("method, groups", [("lct", 3), ("dni", 2)])
+def test_lockstep_gives_the_in_process_weights(tmp_path, method, groups):
+    cfg = smoke(tmp_path, method, groups, steps=4)
+    got, want = distributed_state(tmp_path, cfg), inprocess_state(cfg)
+    assert len(got) == len(want) == groups
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g["modules"].keys() == w["modules"].keys()
+        for kind in w["modules"]:  # body, and the critic / synthesizer
+            for name, value in w["modules"][kind].items():
+                torch.testing.assert_close(g["modules"][kind][name], value, rtol=1e-4, atol=1e-5,
+                                           msg=f"stage {i} {kind}.{name}")
+    # and the weights really moved (a run that silently did nothing would also "match")
+    init = Run(RunConfig(**vars(cfg))).stages[0].body.state_dict()
+    moved = [n for n, v in init.items() if v.is_floating_point() and not torch.equal(v, got[0]["modules"]["body"][n])]
+    assert moved
+
+
+@pytest.mark.parametrize("model, pp_schedule, reference", [
+    ("resnet50", "gpipe", "gpipe"),  # BatchNorm: the unsplit reference cuts the same micro-batches
+    ("mlp", "1f1b", "bp"),           # no BatchNorm: micro-batching changes nothing, plain backprop
+])
+def test_gpipe_gives_the_gradients_of_unsplit_backprop(tmp_path, model, pp_schedule, reference):
+    cfg = smoke(tmp_path, "gpipe", 2, steps=2, model=model)
+    got = distributed_state(tmp_path, cfg, microbatches=4, pp_schedule=pp_schedule)
+    ref = RunConfig(**{**vars(cfg), "method": reference, "groups": 1, "extra": {"microbatches": 4}})
+    want = inprocess_state(ref)
+    torch.testing.assert_close(flat(got, "grads"), flat(want, "grads"), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(flat(got, "body"), flat(want, "body"), rtol=1e-4, atol=1e-5)
+    assert flat(got, "grads").abs().sum() > 0
+
+
+@pytest.mark.parametrize("method, groups", [("lct", 3), ("dni", 2)])
+def test_pipelined_run_records_staleness_and_measurements(tmp_path, method, groups):
+    cfg = smoke(tmp_path, method, groups, steps=12)
+    path = run_distributed(cfg, DistConfig(schedule="pipelined", max_stale=2), log_dir=tmp_path / "logs")
+    record = read_record(path)
+    assert record["status"] == "completed" and record["executor"] == "distributed"
+    assert record["parallel"] == "parallel" and record["schedule"] == "pipelined"
+    heads = groups - 1 if method == "lct" else 0  # critics give sub-models, synthesizers do not
+    assert record["curves"]["step"] == [12] and len(record["curves"]["sub_acc"][0]) == heads
+    assert 0 <= record["final"]["test_acc"] <= 100
+    workers = record["workers"]
+    assert [w["rank"] for w in workers] == list(range(groups))
+    for w in workers[:-1]:  # every group but the last waits for feedback, at most max_stale steps late
+        assert 0 <= w["staleness_mean"] <= w["staleness_max"] <= 2
+    for w in workers:
+        assert w["threads"] == 1 and w["peak_rss_mb"] > 0 and 0 <= w["comm_share"] < 1
+        assert w["comm_wait_s"] <= w["step_time_s"] * w["steps"] + 1e-3
+        assert w["paper_comm_estimate_s"] > 0
+    # bytes: group 0 sends 12 activations and receives a shape header + 12 feedbacks (lct: a loss per sample)
+    act = _activation_numel(cfg)
+    feedback = 32 if method == "lct" else act
+    assert workers[0]["bytes_sent"] == 12 * act * 4
+    assert workers[0]["bytes_recv"] == 8 * 8 + 12 * feedback * 4
+    assert workers[1]["bytes_recv"] >= 12 * act * 4
+
+
+def _activation_numel(cfg: RunConfig) -> int:
+    """Elements of one batch's activation after group 0."""
+    n = cfg.batch_size
+    for size in Run(RunConfig(**vars(cfg))).stages[0].ctx.out_shape:
+        n *= size
+    return n
+
+
+def test_a_killed_worker_fails_the_run_within_60_s(tmp_path):
+    cfg = validate(smoke(tmp_path, "lct", 3, steps=100_000), DistConfig())
+    dcfg = DistConfig(schedule="pipelined", timeout_s=300)
+    job = LocalJob(cfg, dcfg, log_dir=tmp_path / "logs")
+    path = record_path(cfg, dcfg)
+    try:
+        deadline = time.monotonic() + 120
+        while not (path.exists() and read_record(path)["curves"]["step"]):  # training is under way
+            assert time.monotonic() < deadline and all(p.poll() is None for p in job.procs), "run did not start"
+            time.sleep(0.2)
+        os.kill(job.procs[1].pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        codes = job.wait()
+        elapsed = time.monotonic() - t0
+    finally:
+        job.stop()
+        job.close()
+    assert elapsed < 60
+    assert codes[1] == -signal.SIGKILL
+    assert codes[0] > 0 and codes[2] > 0  # they noticed and exited themselves, not stopped by the launcher
+    for rank in (0, 2):
+        errors = [ln for ln in job.logs[rank].read_text().splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: rank {rank}:"), errors
+    record = read_record(path)
+    assert record["status"] == "failed" and record["error"]
+
+
+def test_cli_rejects_bad_distributed_settings_in_one_line(tmp_path, capsys):
+    base = ["run", "--executor", "distributed", "--out", str(tmp_path), "-k", "2"]
+    assert cli([*base, "--method", "bp", "--schedule", "pipelined"]) == 2
+    assert cli([*base, "--method", "gpipe", "--microbatches", "5"]) == 2
+    assert cli([*base, "--method", "lct", "--threads-per-worker", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "gpipe" in err[0] and "micro-batches" in err[1]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("method", ["gpipe", "ddp"])
+def test_in_process_gpipe_and_ddp_are_backprop_without_batchnorm(tmp_path, method):
+    """The in-process rules: on the MLP (no BatchNorm), m micro-batches or K shards change nothing."""
+    def weights(m, k):
+        r = Run(smoke(tmp_path, m, k, model="mlp", extra={"microbatches": 4}))
+        for step in range(3):
+            x, y = r.stream.batch(step)
+            train_step(r.stages, step, x, y)
+        return torch.cat([p.detach().flatten() for s in r.stages for p in s.body.parameters()])
+
+    torch.testing.assert_close(weights(method, 2), weights("bp", 1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_pipelined_lct_learns_like_in_process_at_the_cpu_profile(tmp_path):
+    """Staleness must not break learning: cpu profile, lct_n1, pipelined vs in-process."""
+    cfg = RunConfig(method="lct", groups=2, profile="cpu", data="digits", out=str(tmp_path / "runs"),
+                    threads=1)  # the in-process reference on one thread too: fast and steady on a shared box
+    dist_record = read_record(run_distributed(cfg, DistConfig(schedule="pipelined"), log_dir=tmp_path / "logs"))
+    ref_record = read_record(run_inprocess(RunConfig(**vars(cfg)), progress=False))
+    assert dist_record["status"] == ref_record["status"] == "completed"
+    assert max(w.get("staleness_mean", 0) for w in dist_record["workers"]) > 0  # it really was pipelined
+    assert abs(dist_record["final"]["test_acc"] - ref_record["final"]["test_acc"]) <= 2.0
