@@ -1,0 +1,148 @@
+"""The paper's reported numbers as data (Lee, Hsieh & Lee, IEEE TNNLS 2022), transcribed from
+/work/shared/PAPER.md and the paper's text. Nothing here is computed.
+
+A cell is found by (table, data, model, method, groups, metric): ``paper_value("I", "cifar10",
+"resnet50", "lct", 4)`` is LCT_n3's CIFAR-10 accuracy. K = groups = n + 1 (LCT_n3 has K = 4).
+Metrics: "top1" (test accuracy %, top-1 on ImageNet), "top5" (ImageNet top-5 %), "sub1".."sub3"
+(sub-model top-1 %), "sub1_top5"..; "gpu1".."gpu4" (MiB); "reduction" / "comm_share" /
+"faster_than_gpipe" (%); "flops_m" / "params_m" / "critic_params_m" (millions, Table VIII).
+Model "*" means the paper does not say which network (Table VI's CIFAR-100 memory figures).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+# Table and figure names used by the report.
+TABLES = ("I", "II", "III", "IV", "VI", "VII", "VIII", "time", "comm", "fig7")
+
+METHOD_LABEL = {"bp": "BP", "dni": "DNI", "lct": "LCT", "joint": "BP+joint", "admm": "ADMM",
+                "cdni": "cDNI", "gpipe": "pipelined BP (GPipe)", "ddp": "DDP"}
+
+
+def label(method: str, groups: int) -> str:
+    """The paper's column name: BP, DNI_n1, LCT_n3 (n = K - 1 critics/synthesizers)."""
+    base = METHOD_LABEL.get(method, method)
+    if method in ("dni", "lct", "cdni"):
+        return f"{base}_n{groups - 1}"
+    if method in ("joint", "gpipe", "ddp") and groups > 1:
+        return f"{base} (K={groups})"
+    return base
+
+
+PAPER: dict[tuple[str, str, str, str, int, str], float] = {}
+
+
+def _put(table: str, data: str, model: str, row: dict[tuple[str, int], float | tuple[float, float]]) -> None:
+    for (method, k), v in row.items():
+        if isinstance(v, tuple):  # ImageNet: (top-1, top-5)
+            PAPER[(table, data, model, method, k, "top1")] = v[0]
+            PAPER[(table, data, model, method, k, "top5")] = v[1]
+        else:
+            PAPER[(table, data, model, method, k, "top1")] = v
+
+
+_T1 = [("bp", 1), ("dni", 2), ("dni", 3), ("dni", 4), ("lct", 2), ("lct", 3), ("lct", 4)]
+_T1_NO_DNI = [("bp", 1), ("lct", 2), ("lct", 3), ("lct", 4)]
+
+# ---- Table I: test accuracy (%) -------------------------------------------------------------------
+_put("I", "cifar10", "resnet50", dict(zip(_T1, (93.79, 80.07, 74.59, 71.24, 91.41, 92.64, 93.32))))
+_put("I", "cifar100", "resnet50", dict(zip(_T1, (76.16, 49.44, 43.39, 43.31, 73.65, 71.37, 70.90))))
+_put("I", "imagenet", "resnet50", dict(zip(_T1_NO_DNI, ((72.09, 90.51), (67.80, 88.24), (67.67, 88.07),
+                                                         (65.81, 86.79)))))
+_put("I", "cifar10", "resnet101", dict(zip(_T1, (93.77, 75.70, 66.53, 65.46, 93.25, 93.10, 93.34))))
+_put("I", "cifar100", "resnet101", dict(zip(_T1, (76.76, 43.94, 35.37, 33.62, 71.82, 72.14, 72.10))))
+_put("I", "imagenet", "resnet101", dict(zip(_T1_NO_DNI, ((73.38, 91.37), (72.11, 90.66), (68.20, 88.34),
+                                                          (67.05, 87.80)))))
+
+# ---- Table II: ResNet-182 --------------------------------------------------------------------------
+_put("II", "cifar10", "resnet182", dict(zip(_T1_NO_DNI, (94.80, 92.89, 94.10, 93.00))))
+_put("II", "cifar100", "resnet182", dict(zip(_T1_NO_DNI, (77.46, 73.29, 72.50, 72.74))))
+_put("II", "imagenet", "resnet182", dict(zip(_T1_NO_DNI, ((75.42, 92.33), (74.13, 91.63), (70.62, 89.82),
+                                                           (66.46, 87.43)))))
+
+# ---- Table III: the 300-150-10 MLP (n1: K = 2) -----------------------------------------------------
+_T3 = [("bp", 1), ("admm", 2), ("dni", 2), ("lct", 2)]
+_put("III", "mnist", "mlp", dict(zip(_T3, (98.05, 82.53, 95.99, 98.09))))
+_put("III", "cifar10", "mlp", dict(zip(_T3, (61.22, 19.29, 35.75, 61.28))))
+
+# ---- Table IV: backprop with joint early-exit losses, LCT_n3 structure (K = 4) ------------------------
+_put("IV", "cifar10", "resnet50", {("joint", 4): 94.80})
+_put("IV", "cifar10", "resnet101", {("joint", 4): 94.52})
+_put("IV", "cifar100", "resnet50", {("joint", 4): 76.39})
+_put("IV", "cifar100", "resnet101", {("joint", 4): 75.37})
+_put("IV", "imagenet", "resnet50", {("joint", 4): (71.86, 90.32)})
+_put("IV", "imagenet", "resnet101", {("joint", 4): (72.40, 90.66)})
+
+# ---- Table VI: memory per GPU (MiB) ------------------------------------------------------------------
+for _model, _bp, _lct in (("resnet50", 8807, (3207, 3077, 7141, 7171)),
+                          ("resnet101", 8789, (4663, 7141, 5863, 5127))):
+    PAPER[("VI", "imagenet", _model, "bp", 1, "gpu1")] = _bp
+    for _i, _v in enumerate(_lct, 1):
+        PAPER[("VI", "imagenet", _model, "lct", 4, f"gpu{_i}")] = _v
+for _method, _vals in (("lct", (4659, 5461, 5463, 5459)), ("dni", (4693, 5453, 4943, 5459))):
+    for _i, _v in enumerate(_vals, 1):
+        PAPER[("VI", "cifar100", "*", _method, 4, f"gpu{_i}")] = _v
+
+# ---- Table VII: sub-model accuracy of LCT_n3 (Sub_1..3; Main is Table I's LCT_n3) --------------------
+for _data, _model, _subs in (
+        ("cifar10", "resnet50", (86.78, 91.40, 93.24, 93.32)),
+        ("cifar100", "resnet50", (60.03, 66.71, 69.29, 70.90)),
+        ("imagenet", "resnet50", ((36.59, 62.18), (49.98, 75.08), (60.73, 83.30), (65.81, 86.79))),
+        ("cifar10", "resnet101", (91.68, 93.35, 93.33, 93.34)),
+        ("cifar100", "resnet101", (67.22, 71.17, 71.59, 72.10)),
+        ("imagenet", "resnet101", ((49.44, 75.11), (62.68, 84.80), (63.69, 85.44), (67.05, 87.80)))):
+    for _i, _v in enumerate(_subs, 1):
+        _name = f"sub{_i}" if _i < 4 else "main"
+        if isinstance(_v, tuple):
+            PAPER[("VII", _data, _model, "lct", 4, _name)] = _v[0]
+            PAPER[("VII", _data, _model, "lct", 4, f"{_name}_top5")] = _v[1]
+        else:
+            PAPER[("VII", _data, _model, "lct", 4, _name)] = _v
+
+# ---- Table VIII: complexity of LCT_n3 sub-models (millions; only the cells the text quotes) ---------
+PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "main_flops_m")] = 47.55
+PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "main_params_m")] = 23.82
+PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_flops_m")] = 19.53
+PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_params_m")] = 9.79
+PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_critic_params_m")] = 1.26
+PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "main_flops_m")] = 85.17
+PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "main_params_m")] = 42.68
+PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "sub2_flops_m")] = 23.99
+PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "sub2_params_m")] = 12.03
+
+# ---- Figure 5: training-time reduction vs BP (%) ------------------------------------------------------
+for _data, _model, _n1, _n3 in (("cifar10", "resnet50", 27.8, 33.6), ("cifar10", "resnet101", 31.9, 40.9),
+                                ("cifar100", "resnet50", 32.0, 34.2), ("cifar100", "resnet101", 32.4, 43.9)):
+    PAPER[("time", _data, _model, "lct", 2, "reduction")] = _n1
+    PAPER[("time", _data, _model, "lct", 4, "reduction")] = _n3
+
+# ---- Communication share of training time (%), CIFAR-10 (estimated by the authors) ----------------
+for _model, _n1, _n3 in (("resnet50", 3.79, 8.67), ("resnet101", 1.47, 3.58)):
+    PAPER[("comm", "cifar10", _model, "lct", 2, "comm_share")] = _n1
+    PAPER[("comm", "cifar10", _model, "lct", 4, "comm_share")] = _n3
+
+# ---- Figure 7: LCT faster than pipelined BP on as many GPUs (%), CIFAR-100 ResNet-101 ----------------
+PAPER[("fig7", "cifar100", "resnet101", "lct", 2, "faster_than_gpipe")] = 15.7
+PAPER[("fig7", "cifar100", "resnet101", "lct", 4, "faster_than_gpipe")] = 3.5
+
+NOTES = {
+    "VI": "The paper does not say which network its CIFAR-100 memory figures (LCT and DNI, 4 GPUs) are for; "
+          "they are shown beside every CIFAR-100 ResNet row (model `*`).",
+    "VIII": "The paper's FLOPs are its own count of one forward pass at full width (the text quotes only "
+            "these cells); ours are torch.utils.flop_counter FLOPs (2 per multiply-add) of one sample.",
+    "comm": "The authors estimated communication by timing transfers of tensors of the same size as the "
+            "group outputs and critic losses; ours is measured blocking time per worker.",
+}
+
+
+def paper_value(table: str, data: str, model: str, method: str, groups: int, metric: str = "top1") -> float | None:
+    """The paper's number for a cell, or None where the paper reports none."""
+    v = PAPER.get((table, data, model, method, groups, metric))
+    if v is None:
+        v = PAPER.get((table, data, "*", method, groups, metric))
+    return v
+
+
+def cells(table: str) -> Iterator[tuple[str, str, str, int, str]]:
+    """(data, model, method, groups, metric) of every number the paper reports in `table`, sorted."""
+    yield from sorted(k[1:] for k in PAPER if k[0] == table)
