@@ -69,3 +69,79 @@ def resnet182(session: nox.Session) -> None:
 def mlp(session: nox.Session) -> None:
     """Table III: the 300-150-10 MLP x bp, dni_n1, lct_n1 on MNIST and CIFAR-10; default --profile cpu."""
     _sweep(session, "mlp")
+
+
+@nox.session(python=PYTHON, default=False)
+def imagenet(session: nox.Session) -> None:
+    """Table I/IV ImageNet rows (ResNet-50/101 x bp, lct_n1..3, joint) from <data-root>/imagenet/{train,val}; default --profile cpu (64 px)."""
+    _sweep(session, "imagenet")
+
+
+@nox.session(python=PYTHON, default=False)
+def digits(session: nox.Session) -> None:
+    """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, ~20 min on 2 cores."""
+    _sweep(session, "digits")
+
+
+@nox.session(python=PYTHON, default=False)
+def tables(session: nox.Session) -> None:
+    """Render the paper's tables with ours beside them from results/**/records into results/*.md, *.csv (no training)."""
+    install(session)
+    session.run("python", "-m", "bench", "report", "--no-plots", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def plots(session: nox.Session) -> None:
+    """Draw the figures (Figs. 3, 5, 7, communication, accuracy vs FLOPs) from the records into plots/ (no training)."""
+    install(session)
+    session.run("python", "-m", "bench", "report", "--no-tables", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def ptb_all(session: nox.Session) -> None:
+    """Tables V/IX, Figs. 4/6: char-level PTB, 2/3/4-layer LSTMs x bp, lct (critic between every layer pair), + lct_n1 of lstm4; default --profile cpu."""
+    _sweep(session, "ptb")
+    _sweep(session, "ptb_fig6")
+
+
+@nox.session(python=PYTHON, default=False)
+def enwik8_all(session: nox.Session) -> None:
+    """Table V: enwik8 (90M/5M/5M bytes), 2/3/4-layer LSTMs x bp, lct; default --profile cpu."""
+    _sweep(session, "enwik8")
+
+
+@nox.session(python=PYTHON, default=False)
+def pytext_all(session: nox.Session) -> None:
+    """The offline LSTM example: the ptb_all grid on the standard library's help text (not a paper data set)."""
+    _sweep(session, "pytext")
+    _sweep(session, "pytext_fig6")
+
+
+@nox.session(python=PYTHON, default=False)
+def speed(session: nox.Session) -> None:
+    """Throughput on real workers: bp (1 worker, 1 and all threads), ddp, gpipe, dni_n1, lct_n1 -> results/speed-cpu.csv."""
+    install(session)
+    session.run("python", "-m", "bench", "speed", *(session.posargs or ["--profile", "cpu"]))
+
+
+RELATED_RUNS = [  # (method, K or S workers, model, executor): the related-work comparison on the digits
+    ("bp", 1, "resnet50", "inprocess"), ("lct", 2, "resnet50", "inprocess"), ("greedy", 2, "resnet50", "inprocess"),
+    ("auxvar", 2, "resnet50", "inprocess"), ("lct", 4, "resnet50", "inprocess"), ("greedy", 4, "resnet50", "inprocess"),
+    ("auxvar", 4, "resnet50", "inprocess"), ("bp", 1, "mlp", "inprocess"), ("lct", 2, "mlp", "inprocess"),
+    ("admm", 2, "mlp", "inprocess"), ("bp", 1, "preact_resnet50", "inprocess"),
+    ("localsgd", 2, "preact_resnet50", "inprocess"), ("resist", 2, "preact_resnet50", "inprocess"),
+    ("localsgd", 4, "preact_resnet50", "inprocess"), ("resist", 4, "preact_resnet50", "inprocess"),
+    ("localsgd", 2, "preact_resnet50", "distributed"), ("resist", 2, "preact_resnet50", "distributed"),
+]
+
+
+@nox.session(python=PYTHON, default=False)
+def related(session: nox.Session) -> None:
+    """Related work on the digits (cpu profile, 300 steps): greedy/auxvar vs bp/lct, admm (MLP), resist vs localsgd (also on real workers)."""
+    install(session)
+    out = "results/related_cpu/records"
+    for method, k, model, executor in RELATED_RUNS:
+        session.run("python", "-m", "bench", "run", "--method", method, "--groups", str(k), "--model", model,
+                    "--executor", executor, "--data", "digits", "--profile", "cpu", "--steps", "300", "--threads", "1",
+                    "--no-progress", "--out", out, *session.posargs)
+    session.run("python", "-m", "bench", "report", "--records", out, "--results", "results/related_cpu", "--no-plots")

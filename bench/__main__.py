@@ -18,16 +18,40 @@ def _run(args) -> None:
     cfg = RunConfig(method=args.method, groups=args.groups, model=args.model, data=args.data,
                     profile=args.profile, seed=args.seed, split_rule=args.split, data_root=args.data_root,
                     out=args.out, resume=args.resume, device=args.device, threads=args.threads,
-                    steps=args.steps, batch_size=args.batch_size, width=args.width)
+                    steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
+                    eval_every=args.eval_every, assumption1_every=args.assumption1_every,
+                    hidden=args.hidden, bptt=args.bptt)
     if args.microbatches is not None:
         cfg.extra["microbatches"] = args.microbatches
+    cfg.extra.update(_options(args.option))
     if args.executor == "distributed":
+        from methods import create_method
+
         from .distributed import DistConfig, run_distributed
 
-        path = run_distributed(cfg, DistConfig.from_dict(vars(args)))
+        # round-based methods (resist, localsgd) start their own workers (bench/rounds_worker.py)
+        launch = getattr(create_method(cfg.method), "run_distributed", None) or run_distributed
+        path = launch(cfg, DistConfig.from_dict(vars(args)))
     else:
         path = run(cfg, progress=not args.no_progress)
     print(path)
+
+
+def _options(items: list[str] | None) -> dict:
+    """`--option key=value` (repeatable): a method's options; numbers become int or float."""
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BenchError(f"--option wants key=value, got {item!r}")
+        for kind in (int, float):
+            try:
+                value = kind(value)
+                break
+            except ValueError:
+                pass
+        out[key] = value
+    return out
 
 
 def _sweep(args) -> None:
@@ -88,9 +112,11 @@ def parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="train one method, write one run record")
     r.add_argument("--method", required=True, help="registered method (see `python -m bench list`)")
-    r.add_argument("--groups", "-k", type=int, default=1, help="number of layer groups K (K-1 critics)")
-    r.add_argument("--model", default="resnet50", help="resnet50 | resnet101 | resnet182 | mlp")
-    r.add_argument("--data", default="digits", help="digits | mnist | fashion_mnist | cifar10 | cifar100")
+    r.add_argument("--groups", "-k", type=int, default=None,
+                   help="number of layer groups K (K-1 critics); default 1, one per layer for lstm2/3/4")
+    r.add_argument("--model", default="resnet50", help="resnet50 | resnet101 | resnet182 | mlp | lstm2 | lstm3 | lstm4")
+    r.add_argument("--data", default="digits",
+                   help="digits | mnist | fashion_mnist | cifar10 | cifar100 (images); ptb | enwik8 | pytext (text)")
     r.add_argument("--profile", default="smoke", choices=PROFILES)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--split", default="paper", help="paper | balanced")
@@ -102,12 +128,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=None, help="override the profile's iterations")
     r.add_argument("--batch-size", type=int, default=None, help="override the profile's batch size")
     r.add_argument("--width", type=float, default=None, help="override the profile's width multiplier")
+    r.add_argument("--lr", type=float, default=None, help="override the profile's initial SGD lr")
+    r.add_argument("--eval-every", type=int, default=None, help="steps between evaluations and checkpoints")
+    r.add_argument("--assumption1-every", type=int, default=None,
+                   help="steps between Assumption-1 measurements (lct, dni); 0 = never")
+    r.add_argument("--hidden", type=int, default=None, help="LSTMs: override the profile's units per layer")
+    r.add_argument("--bptt", type=int, default=None, help="LSTMs: override the profile's truncated-BPTT length")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--executor", default="inprocess", choices=("inprocess", "distributed"),
                    help="inprocess: all groups in this process; distributed: one worker process per group")
     r.add_argument("--schedule", default="lockstep", choices=("lockstep", "pipelined"),
                    help="distributed: wait for each batch's feedback, or go on with the next batch")
     r.add_argument("--threads-per-worker", type=int, default=1, help="distributed: torch threads per worker")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="a method option, repeatable (e.g. resist: local_iters=10; admm: beta=1; see the method's docstring)")
     r.add_argument("--microbatches", type=int, default=None, help="gpipe: micro-batches per batch (default 4)")
     r.add_argument("--pp-schedule", default="gpipe", choices=("gpipe", "1f1b"), help="gpipe: pipelining schedule")
     r.add_argument("--max-stale", type=int, default=2, help="pipelined: most forwards a feedback may lag")

@@ -20,7 +20,10 @@ import torch.nn.functional as F
 
 from bench.errors import BenchError
 
-DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100")
+DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagenet", "imagenet64",
+                             "ptb", "enwik8", "pytext")
+_IMAGEFOLDER = ("imagenet", "imagenet64")  # streamed from disk by bench.imagenet
+_TEXT = ("ptb", "enwik8", "pytext")  # character-level text for the LSTMs: bench.text
 DATA_ENV = "LCTBENCH_DATA"
 
 CROP_PAD = 4  # CIFAR augmentation: random crop of the image zero-padded by this many pixels per side
@@ -117,6 +120,14 @@ def check_available(name: str, root: Path) -> None:
     """Raise a one-line BenchError naming the missing files and how to get them; reads no data."""
     _check_name(name)
     root = Path(root)
+    if name in _IMAGEFOLDER:
+        from bench import imagenet
+
+        return imagenet.check_available(name, root)
+    if name in _TEXT:
+        from bench import text
+
+        return text.check_available(name, root)
     if name in _CIFAR:
         layout = _CIFAR[name]
         folder = root / layout.folder
@@ -234,6 +245,14 @@ def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[torch.Tensor, tor
 def load_dataset(name: str, root: Path) -> Dataset:
     check_available(name, root)
     root = Path(root)
+    if name in _IMAGEFOLDER:  # too big for memory: an index of files, decoded batch by batch
+        from bench import imagenet
+
+        return imagenet.load(name, root)
+    if name in _TEXT:
+        from bench import text
+
+        return text.load(name, root)
     if name in _CIFAR:
         layout = _CIFAR[name]
         train_x, train_y, test_x, test_y, source = _read_cifar(root, layout)
@@ -260,6 +279,13 @@ def download(name: str, root: Path) -> None:
     _check_name(name)
     if name == "digits":
         return  # bundled with scikit-learn
+    if name in _IMAGEFOLDER:
+        raise BenchError(f"{name} cannot be downloaded automatically: put the ImageFolder tree in "
+                         f"{Path(root) / 'imagenet'}/{{train,val}}/<class>/*.JPEG")
+    if name in _TEXT:
+        from bench import text
+
+        return text.download(name, root)
     root = Path(root)
     if name in _CIFAR:
         layout = _CIFAR[name]
@@ -312,7 +338,19 @@ def crop_and_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: tor
 class BatchStream:
     """Training batches on a device, deterministic in (seed, step), so a resumed run sees the same batches.
 
-    Random numbers are drawn on the CPU so the batches do not depend on the device either."""
+    Random numbers are drawn on the CPU so the batches do not depend on the device either.
+    For an on-disk ImageFolder data set (imagenet) this returns a bench.imagenet.ImageFolderStream,
+    for a text data set (ptb, enwik8, pytext) a bench.text.TextStream (BPTT segments)."""
+
+    def __new__(cls, ds, *args, **kwargs):
+        from bench.imagenet import ImageFolderData, ImageFolderStream
+        from bench.text import TextData, TextStream
+
+        if isinstance(ds, ImageFolderData):
+            return ImageFolderStream(ds, *args, **kwargs)
+        if isinstance(ds, TextData):
+            return TextStream(ds, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, ds: Dataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         n = len(ds.train_y)
@@ -355,6 +393,16 @@ def eval_batches(ds: Dataset, batch_size: int, device, split: str = "test", limi
         raise BenchError(f"unknown split {split!r}; choose 'test' or 'train'")
     if batch_size < 1:
         raise BenchError(f"batch size must be at least 1, got {batch_size}")
+    if ds.name in _IMAGEFOLDER:
+        from bench import imagenet
+
+        yield from imagenet.eval_batches(ds, batch_size, device, split, limit)
+        return
+    if ds.name in _TEXT:
+        from bench import text
+
+        yield from text.eval_batches(ds, batch_size, device, split, limit)
+        return
     x, y = (ds.test_x, ds.test_y) if split == "test" else (ds.train_x, ds.train_y)
     n = len(y) if limit is None else min(len(y), limit)
     for start in range(0, n, batch_size):

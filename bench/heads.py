@@ -1,8 +1,10 @@
 """Small networks attached at a group boundary: local critics / early exits, and DNI synthesizers.
 
 Shapes follow the paper: a CIFAR critic is one 3x3 conv (128 filters, scaled by the model's width)
-with ReLU, then flatten and one fully-connected layer to the classes; an MLP critic is one dense
-layer; a DNI module is three conv (or dense) layers whose last layer starts at zero, so that the
+with ReLU, then flatten and one fully-connected layer to the classes; an ImageNet critic is two conv +
+ReLU and a 1-channel conv, then one fully-connected layer; an MLP critic is one dense
+layer; an LSTM critic is one dense layer applied at every time step; a DNI module is three conv
+(or dense; per time step for LSTMs) layers whose last layer starts at zero, so that the
 first synthetic gradients are zero rather than noise (Jaderberg et al. 2017).
 """
 from __future__ import annotations
@@ -23,8 +25,19 @@ def critic(family: str, in_shape: tuple[int, ...], num_classes: int, width: floa
         filters = max(1, round(CRITIC_FILTERS * width))
         return nn.Sequential(nn.Conv2d(c, filters, 3, padding=1), nn.ReLU(inplace=True),
                              nn.Flatten(), nn.Linear(filters * h * w, num_classes))
+    if family == "resnet_imagenet":
+        # The paper's ImageNet critic: two conv + ReLU, a 1-channel conv, then a dense layer to the classes
+        # (kernel sizes and filters are not given: 3x3 convs with the CIFAR critic's filter count).
+        c, h, w = in_shape
+        filters = max(1, round(CRITIC_FILTERS * width))
+        return nn.Sequential(nn.Conv2d(c, filters, 3, padding=1), nn.ReLU(inplace=True),
+                             nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU(inplace=True),
+                             nn.Conv2d(filters, 1, 3, padding=1),
+                             nn.Flatten(), nn.Linear(h * w, num_classes))
     if family == "mlp":
         return nn.Linear(math.prod(in_shape), num_classes)
+    if family == "lstm":  # the paper's RNN critic: one fully-connected layer at every time step
+        return nn.Linear(in_shape[-1], num_classes)
     raise ValueError(f"no critic shape for model family {family!r}")
 
 
@@ -35,14 +48,14 @@ class Synthesizer(nn.Module):
         super().__init__()
         self.family, self.num_classes, self.condition = family, num_classes, condition
         extra = num_classes if condition else 0
-        if family == "resnet":
+        if family in ("resnet", "resnet_imagenet"):
             c = in_shape[0]
             self.layers = nn.Sequential(
                 nn.Conv2d(c + extra, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, 3, padding=1))
-        elif family == "mlp":
-            d = math.prod(in_shape)
+        elif family in ("mlp", "lstm"):  # lstm: per time step, on the last axis of (B, T, H)
+            d = math.prod(in_shape) if family == "mlp" else in_shape[-1]
             hidden = max(d, 64)
             self.layers = nn.Sequential(nn.Linear(d + extra, hidden), nn.ReLU(inplace=True),
                                         nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
@@ -58,5 +71,5 @@ class Synthesizer(nn.Module):
             onehot = F.one_hot(y, self.num_classes).to(h.dtype)
             if h.dim() == 4:
                 onehot = onehot[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])
-            h = torch.cat([h, onehot], dim=1)
+            h = torch.cat([h, onehot], dim=-1 if self.family == "lstm" else 1)
         return self.layers(h)

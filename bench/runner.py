@@ -16,13 +16,14 @@ from tqdm import tqdm
 from methods import create_method
 
 from . import data as datasets
-from .config import RunConfig, resolve
+from .config import RunConfig, is_lstm, resolve
 from .errors import BenchError
 from .heads import critic
 from .models import MODELS, build_model
 from .pipeline import assumption1, build_stages, count_params, evaluate, train_step
 from .records import atomic_torch_save, new_record, read_record, write_record
 from .split import make_split, module_flops, unit_flops
+from .text import TEXT_DATASETS, TextData
 
 
 class Run:
@@ -33,14 +34,19 @@ class Run:
         create_method(cfg.method)  # unknown method: one-line error
         if cfg.model not in MODELS:
             raise BenchError(f"unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
+        if is_lstm(cfg.model) != (cfg.data in TEXT_DATASETS):  # LSTMs read text, the others images
+            raise BenchError(f"model {cfg.model} does not run on {cfg.data}: the LSTMs (lstm2/3/4) need a text data "
+                             f"set ({', '.join(TEXT_DATASETS)}), the other models an image data set")
         root = datasets.resolve_data_root(cfg.data_root)
         datasets.check_available(cfg.data, root)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = torch.device(cfg.device)
         self.ds = datasets.load_dataset(cfg.data, root)
+        if isinstance(self.ds, TextData):
+            self.ds.with_bptt(cfg.bptt)  # the input shape and the segments follow the run's BPTT length
         torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model, self.ds.num_classes, self.ds.input_shape, cfg.width)
+        self.model = build_model(cfg.model, self.ds.num_classes, self.ds.input_shape, cfg.width, hidden=cfg.hidden)
         def head_for(shape):  # the balanced rule counts each group's critic in its cost
             return critic(self.model.family, shape, self.ds.num_classes, self.model.width)
 
@@ -150,6 +156,9 @@ def run(cfg: RunConfig, progress: bool = True) -> Path:
                 curves["sub_acc"].append(ev["sub_acc"])
                 curves["step_time_s"].append(interval_time / interval_steps)
                 curves["train_time_s"].append(train_time)
+                for key in ("test_bpc", "sub_bpc"):  # text: bits per character
+                    if key in ev:
+                        curves.setdefault(key, []).append(ev[key])
                 record["final"]["eval_time_s"] = eval_time
                 interval_loss, interval_time, interval_steps = 0.0, 0.0, 0
                 bar.set_postfix(loss=f"{curves['train_loss'][-1]:.3f}", acc=f"{ev['test_acc']:.1f}")
@@ -177,6 +186,16 @@ def run(cfg: RunConfig, progress: bool = True) -> Path:
         "eval_time_s": eval_time,
         "samples_per_s": steps_done * cfg.batch_size / train_time if train_time else None,
     })
+    extras = getattr(type(r.stages[0]), "record_extras", None)  # a method's own facts, e.g. bytes per round
+    if extras is not None:
+        record.update(extras(r.stages))
+    if isinstance(r.ds, TextData):  # BPC, and the bar it has to clear: the test text's unigram entropy
+        record["final"].update({
+            "test_bpc": curves["test_bpc"][-1] if curves.get("test_bpc") else None,
+            "sub_bpc": curves["sub_bpc"][-1] if curves.get("sub_bpc") else [],
+            "unigram_bpc": r.ds.unigram_bpc("test"),
+            "epochs": steps_done / r.stream.steps_per_epoch,
+        })
     write_record(record, r.record_path)
     if record["status"] == "completed":
         r.ckpt_path.unlink(missing_ok=True)

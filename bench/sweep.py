@@ -19,6 +19,9 @@ from .records import read_record
 # Table I's columns (bp, dni_n1..3, lct_n1..3; K = n + 1 groups) plus Table IV's joint (LCT_n3 structure).
 TABLE1_METHODS = [("bp", 1)] + [(m, k) for m in ("dni", "lct") for k in (2, 3, 4)] + [("joint", 4)]
 
+LSTM_MODELS = ("lstm2", "lstm3", "lstm4")
+LSTM_METHODS = [("bp", 1), ("lct", None)]
+
 # name -> (data sets, models, (method, K) pairs)
 GRIDS = {
     "smoke": (("digits",), ("resnet50",),
@@ -32,6 +35,19 @@ GRIDS = {
     # Table I/II/IV ImageNet rows (Table I has no DNI on ImageNet).
     "imagenet": (("imagenet",), ("resnet50", "resnet101"),
                  [("bp", 1)] + [("lct", k) for k in (2, 3, 4)] + [("joint", 4)]),
+    # Tables V and IX (LSTMs): bp, and lct with a critic between every pair of layers (K None: one group per
+    # layer, LCT_n(L-1)); *_fig6 adds LCT_n1 of the 4-layer LSTM (Figs. 4 and 6). pytext: offline stand-in.
+    "ptb": (("ptb",), LSTM_MODELS, LSTM_METHODS),
+    "ptb_fig6": (("ptb",), ("lstm4",), [("lct", 2)]),
+    "enwik8": (("enwik8",), LSTM_MODELS, LSTM_METHODS),
+    "pytext": (("pytext",), LSTM_MODELS, LSTM_METHODS),
+    "pytext_fig6": (("pytext",), ("lstm4",), [("lct", 2)]),
+}
+
+# Per (grid, profile): other data sets than the grid's (ImageNet at 64 px below the paper profile).
+GRID_DATA: dict[tuple[str, str], tuple[str, ...]] = {
+    ("imagenet", "cpu"): ("imagenet64",),
+    ("imagenet", "smoke"): ("imagenet64",),
 }
 
 # Per (grid, profile) settings that differ from the profile's defaults, so that a grid fits its machine.
@@ -42,25 +58,21 @@ GRID_OVERRIDES: dict[tuple[str, str], dict] = {
 }
 
 
-def schedule_for(steps: int) -> tuple[int, ...]:
-    """The paper's x0.1 drops at 1/2 and 3/4 of training, for a run shortened to `steps`."""
-    return (steps // 2, steps * 3 // 4)
-
-
 def grid_configs(name: str, profile: str, seeds: list[int], base: RunConfig,
                  steps: int | None = None) -> list[RunConfig]:
-    """Every run of a grid; `steps` (or the grid's override) also rescales the lr milestones."""
+    """Every run of a grid (data x model x (method, K) x seed), with the grid's overrides and `steps`."""
     if name not in GRIDS:
         raise BenchError(f"unknown sweep {name!r}; valid sweeps: {', '.join(GRIDS)}")
     data_sets, models, methods = GRIDS[name]
+    data_sets = GRID_DATA.get((name, profile), data_sets)
     overrides = dict(GRID_OVERRIDES.get((name, profile), {}))
     if steps is not None:
+        if steps < 1:
+            raise BenchError(f"--steps must be positive, got {steps}")
         overrides["steps"] = steps
-    if overrides.get("steps") is not None:
-        if overrides["steps"] < 1:
-            raise BenchError(f"--steps must be positive, got {overrides['steps']}")
-        overrides.setdefault("milestones", schedule_for(overrides["steps"]))
-        overrides["eval_every"] = min(overrides.get("eval_every") or overrides["steps"], overrides["steps"])
+        if overrides.get("eval_every"):
+            overrides["eval_every"] = min(overrides["eval_every"], steps)
+    # lr milestones are left to the config: 1/2 and 3/4 of the steps actually run
     return [replace(base, data=d, model=m, method=meth, groups=k, profile=profile, seed=s, resume=True,
                     **overrides)
             for d, m, (meth, k), s in itertools.product(data_sets, models, methods, seeds)]

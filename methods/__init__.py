@@ -43,9 +43,16 @@ def create_method(name: str) -> type[Stage]:
 # Importing a method's module registers it: an explicit list, one module a line, no scanning.
 _METHOD_MODULES = (
     "bp",
+    "ddp",
     "dni",
+    "gpipe",
     "joint",
     "lct",
+    "greedy",
+    "admm",
+    "resist",
+    "localsgd",
+    "auxvar",
 )
 for _module in _METHOD_MODULES:
     importlib.import_module(f"{__name__}.{_module}")

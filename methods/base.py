@@ -32,6 +32,7 @@ class Hyper:
     nesterov: bool = True                 # the authors' code uses Nesterov momentum
     weight_decay: float = 5e-4            # L2 on the main network only
     aux_lr: float = 1e-4                  # Adam lr of critics / synthesizers (fixed)
+    optimizer: str = "sgd"                # main network: "sgd" (momentum, CNNs) or "adam" (the paper's LSTMs)
 
     def lr_at(self, step: int) -> float:
         return self.lr * self.lr_decay ** sum(step >= m for m in self.milestones)
@@ -46,7 +47,7 @@ class StageContext:
     body: nn.Module                       # the layer group (the last one ends with the classifier)
     out_shape: tuple[int, ...] | None     # per-sample activation shape after this group (None at last)
     num_classes: int
-    family: str                           # "resnet" | "mlp": picks head shapes
+    family: str                           # "resnet" | "resnet_imagenet" | "mlp" | "lstm": picks head shapes
     width: float
     hyper: Hyper
     head_factory: Callable[[tuple[int, ...]], nn.Module] | None = None  # builds a critic/exit for out_shape
@@ -66,7 +67,7 @@ class StageContext:
 
 
 class Stage:
-    """Base class: plain SGD on the body; subclasses define forward/backward."""
+    """Base class: SGD (or Adam, per Hyper.optimizer) on the body; subclasses define forward/backward."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -74,14 +75,20 @@ class Stage:
     sends_feedback: ClassVar[bool] = True
     # Whether the Assumption-1 check applies (the method updates groups with a non-true gradient).
     local_gradients: ClassVar[bool] = False
+    # Models the rule applies to (names in bench.models.MODELS); None: every model. build_stages checks it.
+    supported_models: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, ctx: StageContext):
         self.ctx = ctx
         self.body = ctx.body
         self.hyper = ctx.hyper
         self.head: nn.Module | None = None
-        self.body_opt = torch.optim.SGD(self.body.parameters(), lr=ctx.hyper.lr, momentum=ctx.hyper.momentum,
-                                        nesterov=ctx.hyper.nesterov, weight_decay=ctx.hyper.weight_decay)
+        if ctx.hyper.optimizer == "adam":  # L2 as Adam's (coupled) weight decay, like a loss term
+            self.body_opt = torch.optim.Adam(self.body.parameters(), lr=ctx.hyper.lr,
+                                             weight_decay=ctx.hyper.weight_decay)
+        else:
+            self.body_opt = torch.optim.SGD(self.body.parameters(), lr=ctx.hyper.lr, momentum=ctx.hyper.momentum,
+                                            nesterov=ctx.hyper.nesterov, weight_decay=ctx.hyper.weight_decay)
         self.stats: dict[str, torch.Tensor] = {}  # detached scalars; read lazily (no sync per step)
 
     # --- the rule -------------------------------------------------------------------------
@@ -153,3 +160,17 @@ class Stage:
 
     def _input_grad(self) -> torch.Tensor | None:
         return None if self.ctx.is_first else self.x.grad
+
+
+def check_options(method: str, options: dict, known: dict) -> dict:
+    """A method's options (`--option key=value`) over its defaults; an unknown key is a one-line error."""
+    from bench.errors import BenchError
+
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise BenchError(f"{method}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(known) or 'none'}")
+    out = {}
+    for key, default in known.items():
+        value = options.get(key, default)
+        out[key] = type(default)(value) if default is not None and value is not None else value
+    return out

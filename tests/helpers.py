@@ -6,6 +6,7 @@ import torch
 from bench.models import build_model
 from bench.pipeline import build_stages
 from bench.split import paper_split
+from methods import create_method
 from methods.base import Hyper
 
 
@@ -25,3 +26,10 @@ def params_of(stages, key: str = "body"):
         mod = s.modules().get(key)
         out.append(None if mod is None else torch.cat([p.detach().flatten().clone() for p in mod.parameters()]))
     return out
+
+
+def model_for(method: str, default: str = "resnet50") -> str:
+    """The model a test over every method gives `method`: the default, or the first one it supports
+    (admm: mlp; resist: preact_resnet50)."""
+    supported = create_method(method).supported_models
+    return default if supported is None or default in supported else supported[0]

@@ -12,7 +12,7 @@ from bench.pipeline import assumption1, train_step
 from methods import create_method, list_methods
 from methods.base import Hyper
 
-from helpers import make_stages, params_of
+from helpers import make_stages, model_for, params_of
 
 
 @pytest.mark.parametrize("model,k", [("mlp", 2), ("resnet50", 3)])
@@ -164,7 +164,8 @@ def test_assumption1_is_one_for_bp_and_changes_nothing(digits_batch):
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_builds_and_steps(method, digits_batch):
     x, y = digits_batch
-    stages, m = make_stages(method, 3)
+    model = model_for(method)
+    stages, m = make_stages(method, 2 if model == "mlp" else 3, model=model)
     before = torch.cat([p.flatten().clone() for p in m.units.parameters()])
     for step in range(2):
         train_step(stages, step, x, y)

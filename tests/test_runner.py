@@ -12,6 +12,8 @@ from bench.config import RunConfig
 from bench.runner import run
 from methods import list_methods
 
+from helpers import model_for
+
 
 def _cfg(tmp_path, **kw):
     base = dict(method="lct", groups=2, model="resnet50", data="digits", profile="smoke", out=str(tmp_path),
@@ -23,7 +25,7 @@ def _cfg(tmp_path, **kw):
 @pytest.mark.parametrize("method", list_methods())
 def test_every_method_learns_on_digits(method, tmp_path):
     """Smoke profile, K=2, 150 steps on scikit-learn's handwritten digits: well above the 10% chance."""
-    record = json.loads(run(_cfg(tmp_path, method=method), progress=False).read_text())
+    record = json.loads(run(_cfg(tmp_path, method=method, model=model_for(method)), progress=False).read_text())
     assert record["status"] == "completed"
     assert record["final"]["test_acc"] > 40.0, record["curves"]["test_acc"]
 
@@ -75,7 +77,7 @@ def test_nan_loss_stops_the_run_as_diverged(tmp_path):
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--method", "backprop"], "unknown method 'backprop'; valid methods: bp"),
+    (["--method", "backprop"], "unknown method 'backprop'; valid methods: admm, auxvar, bp, cdni,"),
     (["--method", "lct", "--model", "mlp", "--groups", "3"], "cannot make 3 groups"),
     (["--method", "lct", "--groups", "40"], "cannot make 40 groups"),
     (["--method", "lct", "--data", "cifar10"], "cifar10 data not found"),
