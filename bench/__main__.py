@@ -119,7 +119,8 @@ def parser() -> argparse.ArgumentParser:
                    help="digits | mnist | fashion_mnist | cifar10 | cifar100 (images); ptb | enwik8 | pytext (text)")
     r.add_argument("--profile", default="smoke", choices=PROFILES)
     r.add_argument("--seed", type=int, default=0)
-    r.add_argument("--split", default="paper", help="paper | balanced")
+    r.add_argument("--split", default="paper",
+                   help="paper (even blocks, the authors' cut) | balanced (FLOPs) | timed (measured seconds)")
     r.add_argument("--data-root", default=None, help="data folder (default: $LCTBENCH_DATA or ./data)")
     r.add_argument("--out", default="runs", help="folder for records and checkpoints")
     r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -154,8 +155,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--model", default="resnet50")
     sp.add_argument("--data", default="digits", help="data set whose samples are used (default: offline digits)")
     sp.add_argument("--data-root", default=None)
-    sp.add_argument("--split", default="paper", help="paper | balanced")
-    sp.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    sp.add_argument("--split", default="paper",
+                    help="paper | balanced | timed (measured once per K, the same cut for every method)")
+    sp.add_argument("--steps", type=int, default=100, help="timed steps per configuration")
     sp.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     sp.add_argument("--device", default="cpu", help="cpu (gloo, 1 thread per worker) or cuda (nccl, 1 GPU each)")
     sp.add_argument("--only", nargs="+", default=None, help="only these methods (bp-1-worker always runs)")

@@ -28,6 +28,9 @@ class RunConfig:
     profile: str = "smoke"          # paper | cpu | smoke
     seed: int = 0
     split_rule: str = "paper"       # paper (even units, authors' split) | balanced (FLOPs incl. heads)
+                                    # | timed (measured seconds incl. heads)
+    split_bounds: list[int] | None = None  # the cut as unit indices; set once a timed split is measured,
+                                    # so a resumed run and every distributed worker reuse it
     data_root: str | None = None    # else $LCTBENCH_DATA, else ./data
     out: str = "runs"               # records go to <out>/<run_id>.json, checkpoints to <out>/checkpoints/
     resume: bool = False            # continue from <out>/checkpoints/<run_id>.pt
@@ -64,6 +67,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["milestones"] = list(self.milestones or ())
+        d["split_bounds"] = None if self.split_bounds is None else list(self.split_bounds)
         return d
 
     @classmethod

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from .config import RunConfig, resolve
@@ -217,6 +217,10 @@ def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = Non
     if own is not None:  # round-based methods (resist, localsgd) start their own workers
         return own(cfg, dcfg)
     cfg = validate(cfg, dcfg)
+    if cfg.split_rule == "timed" and cfg.split_bounds is None:  # measured once here, shared by every worker
+        from .runner import measure_split
+
+        cfg.split_bounds = measure_split(replace(cfg, threads=dcfg.threads_per_worker))
     job = LocalJob(cfg, dcfg, log_dir)
     try:  # a SIGTERM to the launcher stops the workers too (no orphans)
         previous = signal.signal(signal.SIGTERM, _interrupt)

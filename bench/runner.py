@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,17 +48,21 @@ class Run:
             self.ds.with_bptt(cfg.bptt)  # the input shape and the segments follow the run's BPTT length
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.ds.num_classes, self.ds.input_shape, cfg.width, hidden=cfg.hidden)
-        def head_for(shape):  # the balanced rule counts each group's critic in its cost
+        def head_for(shape):  # the balanced and timed rules count each group's critic in its cost
             return critic(self.model.family, shape, self.ds.num_classes, self.model.width)
 
-        self.split = make_split(cfg.split_rule, self.model, cfg.groups, self.ds.input_shape, head_for)
+        self.stream = datasets.BatchStream(self.ds, cfg.batch_size, cfg.seed, self.device)
+        timing_batch = self.stream.batch(0) if cfg.split_rule == "timed" and cfg.split_bounds is None else None
+        self.split = make_split(cfg.split_rule, self.model, cfg.groups, self.ds.input_shape, head_for,
+                                bounds=cfg.split_bounds, batch=timing_batch)
+        if cfg.split_rule == "timed":  # a measurement: keep it, so a resume (and the record) has this cut
+            cfg.split_bounds = list(self.split.bounds)
         self.model.units.to(self.device)
         self.stages = build_stages(cfg.method, self.model, self.split, self.ds.input_shape,
                                    self.ds.num_classes, cfg.hyper(), cfg.extra)
         for s in self.stages:
             for m in s.modules().values():
                 m.to(self.device)
-        self.stream = datasets.BatchStream(self.ds, cfg.batch_size, cfg.seed, self.device)
         self.out = Path(cfg.out)
         self.record_path = self.out / f"{cfg.run_id}.json"
         self.ckpt_path = self.out / "checkpoints" / f"{cfg.run_id}.pt"
@@ -94,16 +99,25 @@ class Run:
         return {"rule": self.cfg.split_rule, "bounds": self.split.bounds, "groups": groups}
 
 
+def measure_split(cfg: RunConfig) -> list[int]:
+    """The cut of cfg's split rule, made once (for the timed rule: measured on cfg's device and threads), so
+    that several processes can share it through `split_bounds`."""
+    return list(Run(replace(cfg, resume=False)).split.bounds)
+
+
 def run(cfg: RunConfig, progress: bool = True) -> Path:
     """Train, evaluate and record one run; returns the record's path."""
+    path = Path(cfg.out) / f"{cfg.run_id}.json"
+    if cfg.resume and path.exists():
+        previous = read_record(path)
+        if previous["status"] in ("completed", "diverged"):
+            print(f"{cfg.run_id}: already {previous['status']}, skipping ({path})")
+            return path
+        if cfg.split_bounds is None:  # a resume keeps the cut it started with (a timed split is not re-measured)
+            cfg = replace(cfg, split_bounds=previous["config"].get("split_bounds"))
     r = Run(cfg)
     cfg = r.cfg
     start_step, record = 0, None
-    if cfg.resume and r.record_path.exists():
-        previous = read_record(r.record_path)
-        if previous["status"] in ("completed", "diverged"):
-            print(f"{cfg.run_id}: already {previous['status']}, skipping ({r.record_path})")
-            return r.record_path
     if cfg.resume and r.ckpt_path.exists():
         state = torch.load(r.ckpt_path, map_location=r.device, weights_only=False)
         r.load(state)

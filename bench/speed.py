@@ -18,18 +18,19 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import RunConfig, resolve
 from .distributed import DistConfig, run_distributed
 from .errors import BenchError
 from .records import atomic_write_text, read_record
+from .runner import measure_split
 
 REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
             "comm_share", "peak_mem_mb_max_worker"]
 EXTRA = ["ratio_to_ideal", "comm_share_max_worker", "paper_comm_share", "staleness_mean", "step_time_s",
-         "slowest_worker_compute_share", "executor", "profile", "data", "model", "split", "batch_size",
+         "slowest_worker_compute_share", "executor", "profile", "data", "model", "split", "group_units", "batch_size",
          "timed_steps"]
 
 
@@ -102,21 +103,24 @@ def _row(case: Case, record: dict, bp1: float | None) -> dict:
         "slowest_worker_compute_share": round(slowest["compute_s"] / final["train_time_s"], 3),
         "executor": "distributed (truly parallel)", "profile": cfg["profile"], "data": cfg["data"],
         "model": cfg["model"], "split": cfg["split_rule"], "batch_size": cfg["batch_size"],
+        "group_units": "/".join(str(b - a) for a, b in zip(record["split"]["bounds"], record["split"]["bounds"][1:])),
         "timed_steps": final["timed_steps"],
     }
 
 
 def _markdown(rows: list[dict], header: str) -> str:
-    cols = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
-            "ratio_to_ideal", "comm_share", "paper_comm_share", "peak_mem_mb_max_worker", "staleness_mean"]
-    names = ["method", "K", "schedule", "threads/worker", "samples/s", "vs bp 1 worker", "vs ideal Kx",
-             "comm share (blocked)", "comm share (paper est.)", "peak MB (max worker)", "staleness"]
+    cols = ["method", "workers", "schedule", "threads_per_worker", "group_units", "samples_per_s",
+            "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share", "peak_mem_mb_max_worker",
+            "staleness_mean", "slowest_worker_compute_share"]
+    names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s", "vs bp 1 worker",
+             "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)", "peak MB (max worker)", "staleness",
+             "busiest worker computing"]
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 40,
+def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 100,
               warmup: int = 5, split: str = "paper", device: str = "cpu", out: str = "results",
               data_root: str | None = None, only: list[str] | None = None, command: str | None = None) -> Path:
     """Run every configuration, print the table, write the CSV and markdown; returns the CSV's path."""
@@ -132,10 +136,15 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
     folder = Path(out) / f"speed-{profile}"
     load_before = os.getloadavg()
     rows, bp1, t_start = [], None, time.time()
+    cuts: dict[int, list[int]] = {}  # K -> the cut every method with K workers runs on
     for case in todo:
         cfg = resolve(RunConfig(method=case.method, groups=case.workers, model=model, data=data, profile=profile,
                                 split_rule=split, data_root=data_root, device=device, out=str(folder / case.label),
                                 steps=warmup + steps))
+        if split == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
+            if case.workers not in cuts:
+                cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
+            cfg.split_bounds = cuts[case.workers]
         cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
         dcfg = DistConfig(schedule=case.schedule, threads_per_worker=case.threads, microbatches=case.microbatches,
                           warmup_steps=warmup, evaluate=False)

@@ -77,6 +77,12 @@ class Worker:
         self.cfg = cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
         if self.world != cfg.groups:
             raise BenchError(f"{self.world} workers for {cfg.groups} groups: start one worker per group")
+        if cfg.split_rule == "timed" and cfg.split_bounds is None:  # torchrun: rank 0 measures for everyone
+            from .runner import measure_split
+
+            bounds = [measure_split(replace(cfg, device=str(self.device))) if self.rank == 0 else None]
+            dist.broadcast_object_list(bounds, src=0, group=self.ctrl)
+            cfg.split_bounds = bounds[0]
         self.r = Run(replace(cfg, device="cpu"))  # validated setup, every group built on every rank
         self.stages = self.r.stages
         self.stream = datasets.BatchStream(self.r.ds, cfg.batch_size, cfg.seed, "cpu")

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import bench.runner
+import bench.split
 from bench.__main__ import main
 from bench.config import RunConfig
 from bench.runner import run
@@ -67,6 +68,34 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
     assert resumed["curves"]["test_acc"] == whole["curves"]["test_acc"]
     assert resumed["curves"]["train_loss"] == pytest.approx(whole["curves"]["train_loss"], rel=1e-6)
     assert not (tmp_path / "b" / "checkpoints" / f"{_cfg(tmp_path, steps=100).run_id}.pt").exists()
+
+
+def test_a_timed_split_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch):
+    """The timed rule's cut goes into the record's config; a resumed run takes it from there (a new
+    measurement could cut elsewhere and no longer fit the checkpoint)."""
+    real_step = bench.runner.train_step
+
+    def dies_at_30(stages, step, x, y):
+        if step == 30:
+            raise KeyboardInterrupt
+        real_step(stages, step, x, y)
+
+    cfg = dict(groups=3, steps=50, eval_every=25, split_rule="timed")
+    monkeypatch.setattr(bench.runner, "train_step", dies_at_30)
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(tmp_path, **cfg), progress=False)
+    path = tmp_path / f"{_cfg(tmp_path, **cfg).run_id}.json"
+    killed = json.loads(path.read_text())
+    bounds = killed["config"]["split_bounds"]
+    assert killed["split"]["rule"] == "timed" and killed["split"]["bounds"] == bounds and len(bounds) == 4
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("a resumed run measured its split again")
+
+    monkeypatch.setattr(bench.runner, "train_step", real_step)
+    monkeypatch.setattr(bench.split, "unit_seconds", no_measuring)
+    resumed = json.loads(run(_cfg(tmp_path, resume=True, **cfg), progress=False).read_text())
+    assert resumed["status"] == "completed" and resumed["split"]["bounds"] == bounds
 
 
 def test_nan_loss_stops_the_run_as_diverged(tmp_path):

@@ -1,14 +1,16 @@
-"""Split rules: the authors' ResNet-101 LCT_n3 split, the balanced rule's optimality, bad splits."""
+"""Split rules: the authors' ResNet-101 LCT_n3 split, the balanced and timed rules' optimality, bad splits."""
 from __future__ import annotations
 
 import itertools
 
 import pytest
+import torch
 
+import bench.split
 from bench.errors import BenchError
 from bench.heads import critic
 from bench.models import build_model
-from bench.split import balanced_split, module_flops, paper_split, unit_flops
+from bench.split import balanced_split, make_split, module_flops, paper_split, timed_split, unit_flops, unit_seconds
 
 
 def test_paper_rule_reproduces_authors_resnet101_lct_n3_split():
@@ -56,4 +58,34 @@ def test_impossible_splits_are_one_line_errors(k):
     m = build_model("mlp", 10, (1, 8, 8))
     with pytest.raises(BenchError) as e:
         paper_split(m, k)
+    assert "\n" not in str(e.value)
+
+
+def test_timed_split_measures_on_copies_and_keeps_the_rng(digits_batch):
+    """Timing runs forward and backward passes: the model's weights and BatchNorm statistics, and the global
+    RNG (the run's critics are drawn after the split), must come out untouched."""
+    m = build_model("resnet50", 10, (1, 8, 8), width=1 / 16)
+    before = {k: v.clone() for k, v in m.units.state_dict().items()}
+    rng = torch.get_rng_state()
+    units, heads = unit_seconds(m, digits_batch, lambda s: critic("resnet", s, 10, m.width))
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert all(torch.equal(before[k], v) for k, v in m.units.state_dict().items())
+    assert len(units) == len(m.units) and all(t > 0 for t in units)
+    assert heads[0] == heads[-1] == 0 and all(t > 0 for t in heads[1:-1])  # a head after every cut point
+
+
+def test_timed_split_minimises_the_slowest_group(monkeypatch, digits_batch):
+    m = build_model("mlp", 10, (1, 8, 8))  # units: dense1, dense2, fc
+    # dense1 is slow: with K=2 it must stand alone even though its head costs something
+    monkeypatch.setattr(bench.split, "unit_seconds", lambda model, batch, head_for: ([5.0, 1.0, 1.0], [0, 1.0, 1.0, 0]))
+    assert timed_split(m, 2, digits_batch).bounds == [0, 1, 3]
+    monkeypatch.setattr(bench.split, "unit_seconds", lambda model, batch, head_for: ([1.0, 1.0, 5.0], [0, 0.5, 0.5, 0]))
+    assert timed_split(m, 2, digits_batch).bounds == [0, 1, 3]  # the classifier never stands alone
+
+
+@pytest.mark.parametrize("bounds", [[0, 3], [0, 2, 2, 3], [1, 2, 3], [0, 2, 3]])  # [0, 2, 3]: fc alone
+def test_explicit_bounds_are_checked(bounds):
+    m = build_model("mlp", 10, (1, 8, 8))
+    with pytest.raises(BenchError) as e:
+        make_split("timed", m, 2, (1, 8, 8), bounds=bounds)
     assert "\n" not in str(e.value)
