@@ -79,8 +79,20 @@ def imagenet(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def digits(session: nox.Session) -> None:
-    """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, ~20 min on 2 cores."""
+    """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, and LCT_n1 on 2 real workers (pipelined)."""
     _sweep(session, "digits")
+    args = list(session.posargs) or ["--profile", "cpu"]
+    if "--profile" not in args or args[args.index("--profile") + 1] == "cpu":  # the sweep's digits/cpu settings
+        session.run("python", "-m", "bench", "run", "--method", "lct", "--groups", "2", "--data", "digits",
+                    "--profile", "cpu", "--steps", "400", "--eval-every", "50", "--assumption1-every", "25",
+                    "--executor", "distributed", "--schedule", "pipelined", "--out", "results/cpu/records")
+
+
+@nox.session(python=PYTHON, default=False)
+def example(session: nox.Session) -> None:
+    """Regenerate the whole committed example (speed, smoke, digits, pytext, related, then tables and plots): ~2 h on 2 cores."""
+    for name in ("speed", "smoke", "digits", "pytext_all", "related", "tables", "plots"):
+        session.notify(name)
 
 
 @nox.session(python=PYTHON, default=False)
