@@ -1,21 +1,23 @@
 """Cut a UnitModel into K consecutive layer groups.
 
-Two rules:
-- ``paper``: the stem and the residual blocks are the units a group counts; the first K-1 groups
-  get floor(U/K) units each and the last group takes the rest plus the classifier. With
-  ResNet-101 and K=4 this is exactly the authors' LCT_n3 split (LCT_n3.py): stem+conv2+conv3
-  (7 blocks) | 8 conv4 blocks | 8 conv4 blocks | 7 conv4 blocks + conv5 + fc. (Their LCT_n1.py
-  cuts ResNet-101 one block later than this rule, after conv4_10; every bottleneck block costs
-  the same FLOPs, so the difference is one block in 33.)
+Three rules:
+- ``paper``: the authors' own cut where their code gives one (hjdw2/Local-critic-training):
+  ResNet-50 with K=4 at the stage boundaries, stem+conv2 | conv3 | conv4 | conv5 + fc (LC(3).py;
+  it is also what the parameter counts of the paper's Table VIII add up to); ResNet-101 with K=2
+  after conv4_10 (LCT_n1.py); ResNet-101 with K=4 stem+conv2+conv3 (7 blocks) | 8 conv4 | 8 conv4 |
+  7 conv4 + conv5 + fc (LCT_n3.py). Everywhere else the paper's "layers as even as possible": the
+  stem and the residual blocks are the units a group counts, the first K-1 groups get floor(U/K)
+  units each and the last group takes the rest plus the classifier (which gives LCT_n3.py's cut).
 - ``balanced``: minimise the most expensive group, cost = forward FLOPs of the group's units
-  plus those of the head placed after it (critic, exit or synthesizer), measured with
-  torch.utils.flop_counter on one sample.
+  plus those of the head placed after it, measured with torch.utils.flop_counter on one sample.
 - ``timed``: the same minimisation, cost = measured seconds of forward + backward of each unit
   and head on a training batch of the run, on the run's device and threads. FLOPs are a poor proxy
   for time where tensors are small (a CPU-profile ResNet on 8x8 digits: the deep blocks work on
   2x2 and 1x1 maps, and their time is per-operation overhead). Timings vary from run to run, so
   the runner measures once and keeps the cut in the config (``split_bounds``): a resumed run and
   every worker of a distributed run use that cut, never a new measurement.
+The balanced and timed rules price the head after a group as an LCT critic for every method, so
+that every method with K groups (bp, gpipe, dni, ...) gets the same cut.
 """
 from __future__ import annotations
 
@@ -63,8 +65,20 @@ def check_groups(model: UnitModel, k: int) -> None:
         raise BenchError(f"{model.name} has {cuttable} blocks to split; cannot make {k} groups")
 
 
+# The authors' cuts (see the module docstring): (network, K) -> the first unit of every group after the first.
+# The pre-activation ResNets (the authors' own blocks) share them.
+AUTHORS_CUTS = {
+    ("resnet50", 4): ("conv3_1", "conv4_1", "conv5_1"),    # LC(3).py
+    ("resnet101", 2): ("conv4_11",),                       # LCT_n1.py
+    ("resnet101", 4): ("conv4_1", "conv4_9", "conv4_17"),  # LCT_n3.py
+}
+
+
 def paper_split(model: UnitModel, k: int) -> Split:
     check_groups(model, k)
+    cuts = AUTHORS_CUTS.get((model.name.removeprefix("preact_"), k))
+    if cuts is not None:
+        return Split([0] + [model.unit_names.index(name) for name in cuts] + [len(model.units)])
     cuttable = len(model.units) - 1
     per = cuttable // k
     return Split([per * i for i in range(k)] + [len(model.units)])

@@ -23,6 +23,28 @@ def test_paper_rule_reproduces_authors_resnet101_lct_n3_split():
     assert names[3] == [f"conv4_{i}" for i in range(17, 24)] + [f"conv5_{i}" for i in range(1, 4)] + ["fc"]
 
 
+def test_paper_rule_takes_the_authors_other_cuts():
+    # LC(3).py: ResNet-50 LCT_n3 at the stage boundaries; LCT_n1.py: ResNet-101 cut after conv4_10
+    m50 = build_model("resnet50", 10, (3, 32, 32), width=1 / 16)
+    assert [g[-1] for g in paper_split(m50, 4).names(m50)] == ["conv2_3", "conv3_4", "conv4_6", "fc"]
+    m101 = build_model("resnet101", 10, (3, 32, 32), width=1 / 16)
+    assert [g[-1] for g in paper_split(m101, 2).names(m101)] == ["conv4_10", "fc"]
+    assert paper_split(m50, 2).sizes == [8, 10]  # no authors' cut: floor(17 / 2) units, the rest + fc
+
+
+def test_paper_split_adds_up_to_table_viii_resnet50_sub3():
+    """Table VIII, ResNet-50 on CIFAR-10: Sub_3 (groups 1..3 + critic 3) has 9.79 M parameters, the critic
+    1.26 M: only the stage-boundary cut (conv4 whole in group 3) gives that."""
+    m = build_model("resnet50", 10, (3, 32, 32), width=1.0)
+    split = paper_split(m, 4)
+    body = sum(p.numel() for u in m.units[:split.bounds[3]] for p in u.parameters())
+    _, shapes = unit_flops(m, (3, 32, 32))
+    head = critic("resnet", shapes[split.bounds[3] - 1], 10, 1.0)
+    head_params = sum(p.numel() for p in head.parameters())
+    assert head_params == pytest.approx(1.26e6, rel=0.01)
+    assert body + head_params == pytest.approx(9.79e6, rel=0.01)
+
+
 def test_resnet_depths_and_parameters():
     for name, depth in (("resnet50", 50), ("resnet101", 101), ("resnet182", 182)):
         assert build_model(name, 10, (3, 32, 32), 1 / 16).depth == depth
