@@ -79,8 +79,16 @@ class RunConfig:
         return cls(**d)
 
 
-def _schedule(steps: int) -> tuple[int, ...]:
-    """The paper's 0.1 drops at 1/2 and 3/4 of training (40k and 60k of its 80k iterations)."""
+# ImageNet at the paper profile (Section V): batch 32, 75 epochs, lr 0.0125, x0.1 at epochs 23, 40, 60, 70.
+IMAGENET_TRAIN_IMAGES = 1_281_167
+IMAGENET_EPOCHS, IMAGENET_DROPS = 75, (23, 40, 60, 70)
+
+
+def _schedule(steps: int, data: str = "", profile: str = "") -> tuple[int, ...]:
+    """The paper's 0.1 drops: at 1/2 and 3/4 of training for CIFAR (40k and 60k of its 80k iterations), at
+    epochs 23, 40, 60 and 70 of 75 for ImageNet (as fractions of the steps, so `--steps` keeps the shape)."""
+    if data == "imagenet" and profile == "paper":
+        return tuple(steps * e // IMAGENET_EPOCHS for e in IMAGENET_DROPS)
     return (steps // 2, steps * 3 // 4)
 
 
@@ -98,6 +106,10 @@ def profile_defaults(profile: str, model: str, data: str) -> dict:
                  assumption1_every=25)
     else:
         raise BenchError(f"unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}")
+    if profile == "paper" and data == "imagenet":
+        epoch = IMAGENET_TRAIN_IMAGES // 32
+        d.update(batch_size=32, lr=0.0125, steps=IMAGENET_EPOCHS * epoch, eval_every=epoch, eval_limit=None,
+                 assumption1_every=epoch // 4)
     if model == "mlp":
         d["width"] = 1.0
         if profile != "paper":
@@ -166,7 +178,7 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.milestones = tuple(cfg.milestones)
     else:
         cfg.milestones = (lstm_schedule(cfg.data, cfg.steps, cfg.profile) if is_lstm(cfg.model)
-                          else _schedule(cfg.steps))
+                          else _schedule(cfg.steps, cfg.data, cfg.profile))
     if cfg.groups is None:
         cfg.groups = default_groups(cfg.model)
     if cfg.optimizer not in (None, "sgd", "adam"):

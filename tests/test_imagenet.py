@@ -91,3 +91,15 @@ def test_a_run_on_the_tree_completes(tree, tmp_path):
                     batch_size=4, out=str(tmp_path / "runs"))
     rec = read_record(run(cfg, progress=False))
     assert rec["status"] == "completed" and len(rec["final"]["sub_acc"]) == 1
+
+
+def test_paper_profile_has_the_imagenet_schedule():
+    """Section V: batch 32, 75 epochs, lr 0.0125, x0.1 at epochs 23, 40, 60 and 70 (not CIFAR's settings)."""
+    from bench.config import RunConfig, resolve
+
+    cfg = resolve(RunConfig(method="lct", groups=4, data="imagenet", profile="paper"))
+    epoch = 1_281_167 // 32
+    assert (cfg.batch_size, cfg.lr, cfg.steps) == (32, 0.0125, 75 * epoch)
+    assert cfg.milestones == tuple(75 * epoch * e // 75 for e in (23, 40, 60, 70))
+    cifar = resolve(RunConfig(method="lct", groups=4, data="cifar10", profile="paper"))
+    assert (cifar.batch_size, cifar.lr, cifar.steps, cifar.milestones) == (128, 0.1, 80_000, (40_000, 60_000))
