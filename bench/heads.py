@@ -42,18 +42,22 @@ def critic(family: str, in_shape: tuple[int, ...], num_classes: int, width: floa
 
 
 class Synthesizer(nn.Module):
-    """Predicts dL/dh from h (and, for cDNI, the one-hot label); three layers, last one zero-initialised."""
+    """Predicts dL/dh from h (and, for cDNI, the one-hot label); three layers, last one zero-initialised.
+    Convolutional modules have CRITIC_FILTERS (scaled by the width) hidden filters like the critics, so DNI
+    and LCT attach modules of comparable size (the paper's Table VI shows them using about the same memory);
+    hidden layers as wide as the boundary would outweigh the network itself at 1024 channels."""
 
-    def __init__(self, family: str, in_shape: tuple[int, ...], num_classes: int, condition: bool):
+    def __init__(self, family: str, in_shape: tuple[int, ...], num_classes: int, condition: bool,
+                 width: float = 1.0):
         super().__init__()
         self.family, self.num_classes, self.condition = family, num_classes, condition
         extra = num_classes if condition else 0
         if family in ("resnet", "resnet_imagenet"):
-            c = in_shape[0]
+            c, hidden = in_shape[0], max(1, round(CRITIC_FILTERS * width))
             self.layers = nn.Sequential(
-                nn.Conv2d(c + extra, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                nn.Conv2d(c, c, 3, padding=1))
+                nn.Conv2d(c + extra, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, hidden, 3, padding=1), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, c, 3, padding=1))
         elif family in ("mlp", "lstm"):  # lstm: per time step, on the last axis of (B, T, H)
             d = math.prod(in_shape) if family == "mlp" else in_shape[-1]
             hidden = max(d, 64)

@@ -27,6 +27,7 @@ LSTM_UNITS = {"lstm2": 950, "lstm3": 750, "lstm4": 600}
 # Pre-activation bottleneck ResNets (bench/preact_resnet.py), the network ResIST decomposes.
 PREACT_MODELS = ("preact_resnet50", "preact_resnet101")
 MODELS = tuple(RESNET_STAGES) + ("mlp",) + tuple(LSTM_UNITS) + PREACT_MODELS
+IMAGE_MODELS = tuple(m for m in MODELS if m not in LSTM_UNITS)  # stateless: for methods that run a step twice
 
 
 @dataclass

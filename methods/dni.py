@@ -28,7 +28,8 @@ class SyntheticGradientStage(Stage):
         super().__init__(ctx)
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if not ctx.is_last:
-            self.synth = Synthesizer(ctx.family, ctx.out_shape, ctx.num_classes, self.condition_on_labels)
+            self.synth = Synthesizer(ctx.family, ctx.out_shape, ctx.num_classes, self.condition_on_labels,
+                                     ctx.width)
             self.synth_opt = torch.optim.Adam(self.synth.parameters(), lr=ctx.hyper.aux_lr)
 
     def modules(self):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
+from bench.models import IMAGE_MODELS
 
 from . import register_method
 from .bp import BackpropStage
@@ -22,6 +23,7 @@ from .bp import BackpropStage
 @register_method("gpipe")
 class GPipeStage(BackpropStage):
     description = "pipelined backprop (GPipe): m micro-batches, gradients accumulated"
+    supported_models = IMAGE_MODELS  # a stateful LSTM cannot be cut into micro-batches
 
     def __init__(self, ctx):
         super().__init__(ctx)

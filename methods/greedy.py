@@ -8,7 +8,9 @@ f_1..f_i + a_i is sub-model i). Per batch:
 - the last group is trained by backprop of the main loss;
 - backward: nothing. No group waits for anything from a later group, and nothing is sent back.
 This is LCT without the critic cascade (LCT's c_i is trained to match l_{i+1}; a_i here is just a
-classifier of h_i), so `greedy` vs `lct` at the same K isolates what the cascade buys.
+classifier of h_i), so `greedy` vs `lct` at the same K shows what the cascade buys, with one more
+difference: as in Belilovsky et al., the head learns with the group's optimiser (SGD, the run's lr schedule
+and L2), where LCT's critics use Adam at 1e-4 without L2.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ Options (`--option key=value`): local_iters (l, default 10). The layer groups on
 from __future__ import annotations
 
 from bench.local_rounds import DEFAULT_LOCAL_ITERS, LocalRounds, rounds_of
+from bench.models import IMAGE_MODELS
 
 from . import register_method
 from .base import Stage, check_options
@@ -23,6 +24,7 @@ from .base import Stage, check_options
 class LocalSgdStage(Stage):
     description = "local SGD: S = K workers, own shard of each batch, model averaged every l steps"
     sends_feedback = False
+    supported_models = IMAGE_MODELS  # replicas of a stateful LSTM would need their own states
 
     def __init__(self, ctx):
         super().__init__(ctx)
