@@ -109,9 +109,10 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
         raise BenchError(f"ddp: batch size {cfg.batch_size} is not divisible by {cfg.groups} workers")
     if cfg.device.startswith("cuda"):
         import torch
-        if torch.cuda.device_count() < cfg.groups:
-            raise BenchError(f"{cfg.groups} workers need {cfg.groups} GPUs (one each); "
-                             f"this machine has {torch.cuda.device_count()}")
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.groups))  # workers on this node (torchrun: per node)
+        if torch.cuda.device_count() < local:
+            raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); "
+                             f"it has {torch.cuda.device_count()}")
     elif cfg.device != "cpu":
         raise BenchError(f"device {cfg.device!r}: the distributed executor runs on cpu (gloo) or cuda (nccl)")
     return cfg

@@ -35,6 +35,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .comm import one_line
 from .config import RunConfig
 from .distributed import DistConfig, LocalJob, _free_port, describe_exit, validate
 from .errors import BenchError
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         dist.destroy_process_group()
         return 0
     except BaseException as e:  # one line; the record says failed; never hang on a dead group
-        msg = f"rank {rank}: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        msg = f"rank {rank}: {type(e).__name__}: {one_line(e)}"
         print(f"error: {msg}", file=sys.stderr, flush=True)
         if cfg is not None:
             try:

@@ -55,7 +55,33 @@ CALIBRATION_REPS = 5
 
 
 def _rss_mb() -> float:
+    """Resident memory now (Linux /proc; elsewhere the process's peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return _peak_rss_mb()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory since the last _reset_peak_rss (Linux VmHWM), else over the process's life."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _reset_peak_rss() -> None:
+    """Restart the peak-RSS counter (Linux >= 4.0), so the peak covers training, not the set-up before it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 class Worker:
@@ -71,8 +97,8 @@ class Worker:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=dcfg.timeout_s),
                                 **({"device_id": self.device} if cuda else {}))
         # activations and feedback on separate groups (see bench/comm.py); objects and barriers on gloo
-        self.fwd_group = dist.new_group()
-        self.bwd_group = dist.new_group()
+        self.fwd_group = dist.new_group(timeout=timedelta(seconds=dcfg.timeout_s))
+        self.bwd_group = dist.new_group(timeout=timedelta(seconds=dcfg.timeout_s))
         self.ctrl = dist.new_group(backend="gloo", timeout=timedelta(seconds=max(dcfg.timeout_s, 1800)))
         self.cfg = cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
         if self.world != cfg.groups:
@@ -94,6 +120,12 @@ class Worker:
         self.loss_sum, self.loss_n = 0.0, 0
         self.gpu_nvml_mb = self.gpu_peak_mb = self.gpu_reserved_mb = 0.0
         getattr(self, f"_setup_{self.mode}")()
+
+    def _now(self) -> float:
+        """The clock for compute time: on a GPU, after the kernels queued so far have run."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
 
     # --- setup per mode ----------------------------------------------------------------------------
     def _own(self, stage) -> None:
@@ -158,8 +190,8 @@ class Worker:
         for st in self.stages:
             self._own(st)
         s.body = DDP(s.body, device_ids=[self.device] if self.device.type == "cuda" else None,
-                     process_group=self.fwd_group)
-        self.ddp = _DdpMeter(self.meter, self.world)
+                     process_group=self.fwd_group, broadcast_buffers=False)
+        self.ddp = _DdpMeter(self.meter, self.world, self.fwd_group)
         s.body.register_comm_hook(self.ddp, _timed_allreduce)
 
     # --- one phase of steps [a, b), left drained: every feedback applied, every send done ----------
@@ -175,10 +207,10 @@ class Worker:
                 for ahead in range(step + 1, min(b, step + 1 + POST_AHEAD)):
                     self.act_in.post(ahead)  # posted before any blocking wait below
             s.set_step(step)
-            t0 = time.perf_counter()
+            t0 = self._now()
             with self.stash():
                 out = s.forward(step, x, y)
-            self.fwd_s += time.perf_counter() - t0
+            self.fwd_s += self._now() - t0
             self.last_forward = step
             if self.act_out is not None:
                 self.act_out.send(out, step)
@@ -210,9 +242,9 @@ class Worker:
         self._backward(step, feedback)
 
     def _backward(self, step: int, feedback) -> None:
-        t0 = time.perf_counter()
+        t0 = self._now()
         back = self.stage.backward(step, feedback)
-        self.bwd_s += time.perf_counter() - t0
+        self.bwd_s += self._now() - t0
         if self.fb_out is not None:
             if back is None:
                 raise PeerError(f"rank {self.rank}: {self.cfg.method} stage {self.rank} returned no feedback for "
@@ -225,7 +257,7 @@ class Worker:
         for step in range(a, b):
             x, y = self.stream.batch(step)
             s.set_step(step)
-            t0 = time.perf_counter()
+            t0, waited = self._now(), self.meter.wait_s
             s.body_opt.zero_grad(set_to_none=True)
             if i == 0:
                 self.schedule.step(x.to(self.device))
@@ -236,7 +268,8 @@ class Worker:
             else:
                 self.schedule.step()
             s.body_opt.step()
-            self.fwd_s += time.perf_counter() - t0  # forward and backward interleave: all counted as forward
+            # forward and backward interleave: all compute counted as forward; the p2p waits are communication
+            self.fwd_s += self._now() - t0 - (self.meter.wait_s - waited)
         self.meter.flush()
 
     def _ddp_steps(self, a: int, b: int) -> None:
@@ -245,17 +278,17 @@ class Worker:
             x, y = self.stream.batch(step)
             x, y = x.chunk(k)[self.rank].to(self.device), y.chunk(k)[self.rank].to(self.device)
             s.set_step(step)
-            t0 = time.perf_counter()
+            t0 = self._now()
             s.forward(step, x, y)
-            t1 = time.perf_counter()
+            t1 = self._now()
             s.backward(step, None)
+            waited = self.ddp.end_step()
             self.fwd_s += t1 - t0
-            self.bwd_s += time.perf_counter() - t1
-            self.ddp.end_step()
+            self.bwd_s += self._now() - t1 - waited  # the all-reduce tail is communication
             self._track_loss(s.stats["loss"])
 
     def _track_loss(self, loss: torch.Tensor) -> None:
-        self.loss_sum += loss.item()
+        self.loss_sum = self.loss_sum + loss.detach()  # a device tensor: read once per phase, not per step
         self.loss_n += 1
 
     # --- phases, evaluation, record -------------------------------------------------------------------
@@ -278,15 +311,18 @@ class Worker:
         steps_fn = getattr(self, f"_{self.mode}_steps")
         train_time, timed_steps, start = 0.0, 0, 0
         check_a1 = create_method(cfg.method).local_gradients and cfg.assumption1_every
+        self.rss_start_mb = _rss_mb()  # every group and the data are built: the worker's baseline
+        _reset_peak_rss()
         dist.barrier(group=self.ctrl)
         for end in sorted(ends):
             t0 = time.perf_counter()
             steps_fn(start, end)
+            self._now()  # a GPU's queued work belongs to the phase
             dist.barrier(group=self.ctrl)  # the phase ends when the slowest worker is done
             dt = time.perf_counter() - t0
             self._sample_memory()
             losses = [None] * self.world
-            dist.all_gather_object(losses, (self.loss_sum, self.loss_n), group=self.ctrl)
+            dist.all_gather_object(losses, (float(self.loss_sum), self.loss_n), group=self.ctrl)
             loss_sum, loss_n = sum(ls for ls, _ in losses), sum(n for _, n in losses)
             self.loss_sum, self.loss_n = 0.0, 0
             if end == dcfg.warmup_steps and end < cfg.steps:  # warm-up over: start the clock and counters
@@ -391,10 +427,13 @@ class Worker:
 
     # --- measurements --------------------------------------------------------------------------------
     def _sample_memory(self) -> None:
-        """Peak memory of the training phases, read before each evaluation: RSS of this process (a
-        high-water mark, so it includes earlier evaluations on rank 0), on GPUs NVML for this process
-        and torch's allocator beside it (reset after each evaluation)."""
-        self.rss_peak_mb = _rss_mb()
+        """Peak memory of the training phases, read before each evaluation: the peak RSS of this process
+        since training started (it includes earlier evaluations on rank 0; every rank also holds the data and
+        a copy of every group, built before training: that is in rss_start_mb, so peak - start is what
+        training itself added); on GPUs, NVML's reading for this process at the end of the phase (the
+        caching allocator keeps what the phase reserved) and torch's allocator peaks beside it (reset after
+        each evaluation)."""
+        self.rss_peak_mb = _peak_rss_mb()
         if self.device.type != "cuda":
             return
         self.gpu_peak_mb = max(self.gpu_peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
@@ -402,7 +441,10 @@ class Worker:
         try:
             import pynvml
             pynvml.nvmlInit()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index)
+            try:  # CUDA_VISIBLE_DEVICES renumbers devices: find this one by its UUID
+                handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{torch.cuda.get_device_properties(self.device).uuid}")
+            except Exception:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(self.device.index)
             used = [p.usedGpuMemory for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
                     if p.pid == os.getpid() and p.usedGpuMemory]
             mb = (used[0] if used else pynvml.nvmlDeviceGetMemoryInfo(handle).used) / 2**20
@@ -477,7 +519,7 @@ class Worker:
             "compute_s": self.fwd_s + self.bwd_s, "forward_s": self.fwd_s, "backward_s": self.bwd_s,
             "comm_wait_s": self.meter.wait_s, "comm_share": self.meter.wait_s / train_time if train_time else None,
             "bytes_sent": self.meter.bytes_sent, "bytes_recv": self.meter.bytes_recv,
-            "peak_rss_mb": self.rss_peak_mb,
+            "peak_rss_mb": self.rss_peak_mb, "rss_start_mb": self.rss_start_mb,
             "gpu_mem_nvml_mb": self.gpu_nvml_mb or None, "torch_cuda_peak_mb": self.gpu_peak_mb or None,
             "torch_cuda_reserved_mb": self.gpu_reserved_mb or None,
             "paper_comm_estimate_s": per_step * timed_steps,
@@ -494,13 +536,16 @@ class _DdpMeter:
     """DDP overlaps its all-reduces with the backward pass; the time the step is blocked is the tail
     from the last bucket's launch (the end of the gradient computation) to the last bucket's result."""
 
-    def __init__(self, meter: Meter, world: int):
-        self.meter, self.world = meter, world
+    def __init__(self, meter: Meter, world: int, group):
+        self.meter, self.world, self.group = meter, world, group
         self.last_launch = self.last_done = 0.0
 
-    def end_step(self) -> None:
-        self.meter.wait_s += max(0.0, self.last_done - self.last_launch)
+    def end_step(self) -> float:
+        """Count this step's blocked tail as communication; returns it."""
+        tail = max(0.0, self.last_done - self.last_launch)
+        self.meter.wait_s += tail
         self.last_launch = self.last_done = 0.0
+        return tail
 
 
 def _timed_allreduce(state: _DdpMeter, bucket):
@@ -509,7 +554,7 @@ def _timed_allreduce(state: _DdpMeter, bucket):
     state.meter.bytes_sent += int(ring * buf.numel() * buf.element_size())
     state.meter.bytes_recv += int(ring * buf.numel() * buf.element_size())
     state.last_launch = time.perf_counter()
-    fut = dist.all_reduce(buf.div_(state.world), async_op=True).get_future()
+    fut = dist.all_reduce(buf.div_(state.world), group=state.group, async_op=True).get_future()
 
     def done(f):
         state.last_done = max(state.last_done, time.perf_counter())
@@ -537,11 +582,8 @@ def _instrument_pipelining(meter: Meter) -> None:
         return batch(ops, *args, **kwargs)
 
     def timed_wait(works):
-        t0 = time.perf_counter()
-        try:
-            wait(works)
-        finally:
-            meter.wait_s += time.perf_counter() - t0
+        for work in works if isinstance(works, (list, tuple)) else [works]:
+            meter.wait(work, "torch.distributed.pipelining p2p")
 
     schedules._batch_p2p, schedules._wait_batch_p2p = counted_batch, timed_wait
 
@@ -559,9 +601,14 @@ def _configs(argv: list[str] | None) -> tuple[RunConfig, DistConfig]:
     return RunConfig.from_dict(d), DistConfig.from_dict(d)
 
 
+def _terminated(signum, frame):
+    raise SystemExit("stopped by SIGTERM (a peer failed, or the job was cancelled)")
+
+
 def main(argv: list[str] | None = None) -> int:
     rank = os.environ.get("RANK", "?")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a worker is stuck
+    signal.signal(signal.SIGTERM, _terminated)  # stopped by the launcher or torchrun's agent: record it
     cfg = dcfg = None
     try:
         cfg, dcfg = _configs(sys.argv[1:] if argv is None else argv)
