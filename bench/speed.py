@@ -13,6 +13,7 @@ with the command, the machine and its load; the raw run records go to results/sp
 from __future__ import annotations
 
 import csv
+import io
 import os
 import platform
 import shlex
@@ -29,9 +30,9 @@ from .runner import measure_split
 
 REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
             "comm_share", "peak_mem_mb_max_worker"]
-EXTRA = ["ratio_to_ideal", "comm_share_max_worker", "paper_comm_share", "staleness_mean", "step_time_s",
-         "slowest_worker_compute_share", "executor", "profile", "data", "model", "split", "group_units", "batch_size",
-         "timed_steps"]
+EXTRA = ["status", "samples_per_s_runs", "ratio_to_ideal", "comm_share_max_worker", "paper_comm_share",
+         "train_mem_mb_max_worker", "staleness_mean", "step_time_s", "slowest_worker_compute_share", "executor",
+         "profile", "data", "model", "split", "group_units", "batch_size", "timed_steps"]
 
 
 @dataclass
@@ -57,12 +58,12 @@ class Case:
 
 
 def cases(cores: int, gpus: int = 0) -> list[Case]:
-    """The configurations of the issue; K = 4 only where 4 workers get a core (or a GPU) each."""
+    """The configurations of the issue; K = 4 only where 4 workers get a core (or, on GPUs, a GPU) each."""
     out = [Case("bp", 1, 1)]
     if cores > 1 and not gpus:
         out.append(Case("bp", 1, cores))
     for k in (2, 4):
-        if k > max(cores, gpus):
+        if k > (gpus or cores):
             break
         out += [Case("ddp", k), Case("gpipe", k, microbatches=4), Case("gpipe", k, microbatches=8)]
         out += [Case(m, k, schedule=s) for m in ("dni", "lct") for s in ("lockstep", "pipelined")]
@@ -81,7 +82,14 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
-def _row(case: Case, record: dict, bp1: float | None) -> dict:
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
+    """The fastest of a configuration's runs (noise from other load only ever slows a run down), with every
+    run's throughput beside it. Shares are means over workers, like the paper's (the busiest worker too)."""
+    record = max(runs, key=lambda r: r["final"]["samples_per_s"])
     workers, final = record["workers"], record["final"]
     sps = final["samples_per_s"]
     cuda = workers[0]["device"].startswith("cuda")
@@ -89,32 +97,45 @@ def _row(case: Case, record: dict, bp1: float | None) -> dict:
     slowest = max(workers, key=lambda w: w["compute_s"])
     cfg = record["config"]
     stale = [w["staleness_mean"] for w in workers if "staleness_mean" in w]
+    bounds = record["split"]["bounds"]
     return {
         "method": case.method, "workers": case.workers, "schedule": case.schedule_name,
         "threads_per_worker": case.threads, "samples_per_s": round(sps, 1),
-        "ratio_to_bp_1_worker": round(sps / bp1, 3) if bp1 else 1.0,
-        "comm_share": round(sum(w["comm_share"] for w in workers) / len(workers), 4),
+        "ratio_to_bp_1_worker": round(sps / bp1, 3) if bp1 else "",
+        "comm_share": round(_mean([w["comm_share"] for w in workers]), 4),
         "peak_mem_mb_max_worker": round(max(mem), 1),
-        "ratio_to_ideal": round(sps / (bp1 * case.workers * case.threads), 3) if bp1 else 1.0,
+        "status": "completed",
+        "samples_per_s_runs": "/".join(f"{r['final']['samples_per_s']:.0f}" for r in runs),
+        "ratio_to_ideal": round(sps / (bp1 * case.workers * case.threads), 3) if bp1 else "",
         "comm_share_max_worker": round(max(w["comm_share"] for w in workers), 4),
-        "paper_comm_share": round(max(w["paper_comm_share"] or 0.0 for w in workers), 4),
-        "staleness_mean": round(sum(stale) / len(stale), 2) if stale else "",
+        "paper_comm_share": round(_mean([w["paper_comm_share"] or 0.0 for w in workers]), 4),
+        "train_mem_mb_max_worker": "" if cuda else round(max(w["peak_rss_mb"] - w.get("rss_start_mb", 0.0)
+                                                             for w in workers), 1),
+        "staleness_mean": round(_mean(stale), 2) if stale else "",
         "step_time_s": round(final["train_time_s"] / final["timed_steps"], 4),
         "slowest_worker_compute_share": round(slowest["compute_s"] / final["train_time_s"], 3),
         "executor": "distributed (truly parallel)", "profile": cfg["profile"], "data": cfg["data"],
         "model": cfg["model"], "split": cfg["split_rule"], "batch_size": cfg["batch_size"],
-        "group_units": "/".join(str(b - a) for a, b in zip(record["split"]["bounds"], record["split"]["bounds"][1:])),
+        "group_units": "/".join(str(b - a) for a, b in zip(bounds, bounds[1:])),
         "timed_steps": final["timed_steps"],
     }
 
 
+def _failed_row(case: Case, error: str) -> dict:
+    row = {c: "" for c in REQUIRED + EXTRA}
+    row.update(method=case.method, workers=case.workers, schedule=case.schedule_name,
+               threads_per_worker=case.threads, status=f"failed: {error}")
+    return row
+
+
 def _markdown(rows: list[dict], header: str) -> str:
     cols = ["method", "workers", "schedule", "threads_per_worker", "group_units", "samples_per_s",
-            "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share", "peak_mem_mb_max_worker",
-            "staleness_mean", "slowest_worker_compute_share"]
-    names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s", "vs bp 1 worker",
-             "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)", "peak MB (max worker)", "staleness",
-             "busiest worker computing"]
+            "samples_per_s_runs", "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share",
+            "peak_mem_mb_max_worker", "train_mem_mb_max_worker", "staleness_mean", "slowest_worker_compute_share",
+            "status"]
+    names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s (best)", "every run",
+             "vs bp 1 worker", "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)",
+             "peak MB (max worker)", "training MB (max worker)", "staleness", "busiest worker computing", "status"]
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines) + "\n"
@@ -122,10 +143,15 @@ def _markdown(rows: list[dict], header: str) -> str:
 
 def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 100,
               warmup: int = 5, split: str = "paper", device: str = "cpu", out: str = "results",
-              data_root: str | None = None, only: list[str] | None = None, command: str | None = None) -> Path:
-    """Run every configuration, print the table, write the CSV and markdown; returns the CSV's path."""
+              data_root: str | None = None, only: list[str] | None = None, command: str | None = None,
+              repeats: int = 3) -> Path:
+    """Run every configuration `repeats` times (round after round, so a slow spell of the machine hits every
+    configuration alike), keep each one's fastest run, print the table, write the CSV and markdown; returns
+    the CSV's path. A configuration that fails is a row saying so; the others go on."""
     import torch
 
+    if repeats < 1:
+        raise BenchError(f"--repeats must be >= 1, got {repeats}")
     gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
     todo = cases(os.cpu_count() or 1, gpus)
     if only:
@@ -135,44 +161,56 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
         todo = [c for c in todo if c.method in only or c.label == "bp_w1_t1"]  # bp-1-worker is the yardstick
     folder = Path(out) / f"speed-{profile}"
     load_before = os.getloadavg()
-    rows, bp1, t_start = [], None, time.time()
+    t_start = time.time()
     cuts: dict[int, list[int]] = {}  # K -> the cut every method with K workers runs on
-    for case in todo:
-        cfg = resolve(RunConfig(method=case.method, groups=case.workers, model=model, data=data, profile=profile,
-                                split_rule=split, data_root=data_root, device=device, out=str(folder / case.label),
-                                steps=warmup + steps))
-        if split == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
-            if case.workers not in cuts:
-                cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
-            cfg.split_bounds = cuts[case.workers]
-        cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
-        dcfg = DistConfig(schedule=case.schedule, threads_per_worker=case.threads, microbatches=case.microbatches,
-                          warmup_steps=warmup, evaluate=False)
-        print(f"speed: {case.label} ...", end=" ", flush=True)
-        path = run_distributed(cfg, dcfg, log_dir=folder / case.label / "logs")
-        record = read_record(path)
-        if case.label == "bp_w1_t1":
-            bp1 = record["final"]["samples_per_s"]
-        rows.append(_row(case, record, bp1))
-        print(f"{rows[-1]['samples_per_s']} samples/s", flush=True)
+    runs: dict[str, list[dict]] = {c.label: [] for c in todo}
+    errors: dict[str, str] = {}
+    for rep in range(repeats):
+        for case in todo:
+            if case.label in errors:
+                continue
+            cfg = resolve(RunConfig(method=case.method, groups=case.workers, model=model, data=data,
+                                    profile=profile, split_rule=split, data_root=data_root, device=device,
+                                    out=str(folder / case.label / f"run{rep + 1}"), steps=warmup + steps))
+            if split == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
+                if case.workers not in cuts:
+                    cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
+                cfg.split_bounds = cuts[case.workers]
+            cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
+            dcfg = DistConfig(schedule=case.schedule, threads_per_worker=case.threads,
+                              microbatches=case.microbatches, warmup_steps=warmup, evaluate=False)
+            print(f"speed [{rep + 1}/{repeats}]: {case.label} ...", end=" ", flush=True)
+            try:
+                record = read_record(run_distributed(cfg, dcfg, log_dir=folder / case.label / f"run{rep + 1}" / "logs"))
+            except BenchError as e:
+                errors[case.label] = str(e)
+                print(f"failed: {e}", flush=True)
+                continue
+            runs[case.label].append(record)
+            print(f"{record['final']['samples_per_s']:.1f} samples/s", flush=True)
     load_after = os.getloadavg()
+    bp1 = max((r["final"]["samples_per_s"] for r in runs.get("bp_w1_t1", [])), default=None)
+    rows = [_failed_row(c, errors[c.label]) if c.label in errors else _row(c, runs[c.label], bp1) for c in todo]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REQUIRED + EXTRA, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
     csv_path = Path(out) / f"speed-{profile}.csv"
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=REQUIRED + EXTRA)
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_text(csv_path, buf.getvalue())
     command = command or "python -m bench speed " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    header = (f"# Training throughput, profile `{profile}` ({model}, {data}, batch {rows[0]['batch_size']}, "
-              f"{split} split, {steps} timed steps after {warmup} warm-up)\n\n"
+    batch = next((r["batch_size"] for r in rows if r["batch_size"] != ""), "?")
+    header = (f"# Training throughput, profile `{profile}` ({model}, {data}, batch {batch}, {split} split, "
+              f"{steps} timed steps after {warmup} warm-up, best of {repeats} runs)\n\n"
               f"Command: `{command}`  \nMachine: {_machine()}, device {device}, torch {torch.__version__}; "
               f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
               f"{time.time() - t_start:.0f} s in all.  \n"
-              "Executor: distributed, one process per worker (truly parallel, not simulated). "
+              "Executor: distributed, one process per worker (truly parallel, not simulated). Each configuration "
+              "ran once per round, round after round; its row is its fastest run (`every run` lists them all). "
               "comm share (blocked) = time a worker waits on communication (transfer, and waiting for the "
-              "neighbour), over its step time, mean over workers; paper est. = the paper's method: time to move "
-              "tensors of the boundary sizes, max over workers; peak MB = peak RSS of the worker process (CPU) "
-              "or NVML (GPU).")
+              "neighbour) over its step time; paper est. = the paper's method, the time to move tensors of the "
+              "boundary sizes over the step time; both are means over workers. Peak MB = peak RSS of a worker "
+              "process since training started (CPU; it includes the data and the copy of every group each "
+              "worker builds at start) or NVML (GPU); training MB = that peak minus the RSS at the start.")
     table = _markdown(rows, header)
     atomic_write_text(csv_path.with_suffix(".md"), table)
     print(table)
