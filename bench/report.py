@@ -399,7 +399,8 @@ def table_III(groups) -> Table:
         "table_III_mlp", "III",
         f"Table III — test accuracy (%), 300-150-10 MLP × BP, ADMM, DNI_n1, LCT_n1 "
         f"(profiles: {_profiles_text(g for g in groups.values() if g.model == 'mlp')})",
-        _acc_notes(groups, "ADMM is not implemented in this suite, so its rows stay missing."),
+        _acc_notes(groups, "ADMM is `--method admm` (Taylor et al. 2016, the MLP only); ADMM and LCT_n1 split the "
+                           "MLP into K=2 groups."),
         groups, lambda g: g.model == "mlp" and g.method in ("bp", "admm", "dni", "lct"), _top1_metrics)
 
 
