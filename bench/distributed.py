@@ -141,9 +141,10 @@ def _free_port() -> int:
 
 
 class LocalJob:
-    """K worker processes on this machine, and the watchdog that ends them all when one fails."""
+    """K worker processes on this machine (`python -m <module> --config FILE`), and the watchdog that ends
+    them all when one fails."""
 
-    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None):
+    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None, module: str = "bench.worker"):
         self.cfg, self.dcfg = cfg, dcfg
         self.tmp = Path(tempfile.mkdtemp(prefix="lctbench-"))
         config = self.tmp / "config.json"
@@ -163,7 +164,7 @@ class LocalJob:
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
                 self.logs.append(Path(log_dir) / f"rank{rank}.log")
                 out = open(self.logs[-1], "w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "bench.worker", "--config", str(config)],
+            self.procs.append(subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
                                                env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
             if out is not None:
                 out.close()

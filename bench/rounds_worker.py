@@ -24,20 +24,17 @@ from __future__ import annotations
 import json
 import os
 import resource
-import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from .comm import one_line
 from .config import RunConfig
-from .distributed import DistConfig, LocalJob, _free_port, describe_exit, validate
+from .distributed import DistConfig, LocalJob, describe_exit, validate
 from .errors import BenchError
 from .local_rounds import LocalRounds, float_tensors
 from .records import new_record, read_record, write_record
@@ -48,33 +45,6 @@ def record_path(cfg: RunConfig) -> Path:
 
 
 # --- launch --------------------------------------------------------------------------------------
-class RoundsJob(LocalJob):
-    """bench.distributed.LocalJob (its watchdog, stop and clean-up) starting bench.rounds_worker instead."""
-
-    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None):
-        self.cfg, self.dcfg = cfg, dcfg
-        self.tmp = Path(tempfile.mkdtemp(prefix="lctbench-rounds-"))
-        config = self.tmp / "config.json"
-        config.write_text(json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)}))
-        root = str(Path(__file__).resolve().parent.parent)
-        threads = str(dcfg.threads_per_worker)
-        base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
-                    WORLD_SIZE=str(cfg.groups), OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                    PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
-        self.logs, self.procs = [], []
-        for rank in range(cfg.groups):
-            out = None
-            if log_dir is not None:
-                Path(log_dir).mkdir(parents=True, exist_ok=True)
-                self.logs.append(Path(log_dir) / f"rank{rank}.log")
-                out = open(self.logs[-1], "w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "bench.rounds_worker", str(config)],
-                                               env=dict(base, RANK=str(rank), LOCAL_RANK=str(rank)),
-                                               stdout=out, stderr=subprocess.STDOUT if out else None))
-            if out is not None:
-                out.close()
-
-
 def _mark_failed(cfg: RunConfig, error: str) -> Path:
     path = record_path(cfg)
     try:
@@ -100,7 +70,7 @@ def run_rounds_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | Non
         raise BenchError(f"{cfg.method} on real workers runs on cpu (gloo) for now, not {cfg.device}")
     if dcfg.schedule != "lockstep":
         raise BenchError(f"{cfg.method} has its own schedule (rounds of local iterations): drop --schedule")
-    job = RoundsJob(cfg, dcfg, log_dir)
+    job = LocalJob(cfg, dcfg, log_dir, module="bench.rounds_worker")
     try:
         codes = job.wait()
     except KeyboardInterrupt:
@@ -311,25 +281,19 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.rounds_worker --config FILE` (written by the local launch)."""
+    from .worker import exit_failed
+
     argv = sys.argv[1:] if argv is None else argv
-    rank = os.environ.get("RANK", "?")
     cfg = None
     try:
-        d = json.loads(Path(argv[0]).read_text())
+        d = json.loads(Path(argv[argv.index("--config") + 1]).read_text())
         cfg, dcfg = RunConfig.from_dict(d["run"]), DistConfig.from_dict(d["dist"])
         worker_main(cfg, dcfg)
         dist.destroy_process_group()
         return 0
-    except BaseException as e:  # one line; the record says failed; never hang on a dead group
-        msg = f"rank {rank}: {type(e).__name__}: {one_line(e)}"
-        print(f"error: {msg}", file=sys.stderr, flush=True)
-        if cfg is not None:
-            try:
-                _mark_failed(cfg, msg)
-            except Exception:
-                pass
-        sys.stdout.flush()
-        os._exit(2 if isinstance(e, BenchError) else 1)
+    except BaseException as e:
+        exit_failed(e, None if cfg is None else lambda msg: _mark_failed(cfg, msg))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import sys
 import time
 import traceback
 from contextlib import nullcontext
+from typing import Callable, NoReturn
 from dataclasses import replace
 from datetime import timedelta
 
@@ -606,7 +607,6 @@ def _terminated(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    rank = os.environ.get("RANK", "?")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a worker is stuck
     signal.signal(signal.SIGTERM, _terminated)  # stopped by the launcher or torchrun's agent: record it
     cfg = dcfg = None
@@ -615,20 +615,27 @@ def main(argv: list[str] | None = None) -> int:
         Worker(cfg, dcfg).run()
         dist.destroy_process_group()
         return 0
-    except BaseException as e:  # one line, the record says failed, and no hanging on a dead group
-        msg = one_line(e) if isinstance(e, (BenchError, PeerError)) else f"{type(e).__name__}: {one_line(e)}"
-        if not msg.startswith(f"rank {rank}"):
-            msg = f"rank {rank}: {msg}"
-        if os.environ.get("LCTBENCH_DEBUG"):
-            traceback.print_exc()
-        print(f"error: {msg}", file=sys.stderr, flush=True)
-        if cfg is not None:
-            try:
-                mark_failed(cfg, dcfg, msg)
-            except Exception:
-                pass
-        sys.stdout.flush()
-        os._exit(2 if isinstance(e, BenchError) else 1)
+    except BaseException as e:
+        exit_failed(e, None if cfg is None else lambda msg: mark_failed(cfg, dcfg, msg))
+
+
+def exit_failed(e: BaseException, mark: Callable[[str], object] | None) -> NoReturn:
+    """How a worker (this one or bench.rounds_worker's) ends on any error: one line on stderr, the run
+    record marked failed through `mark`, and an exit that does not wait on a dead process group."""
+    rank = os.environ.get("RANK", "?")
+    msg = one_line(e) if isinstance(e, (BenchError, PeerError)) else f"{type(e).__name__}: {one_line(e)}"
+    if not msg.startswith(f"rank {rank}"):
+        msg = f"rank {rank}: {msg}"
+    if os.environ.get("LCTBENCH_DEBUG"):
+        traceback.print_exc()
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    if mark is not None:
+        try:
+            mark(msg)
+        except Exception:
+            pass
+    sys.stdout.flush()
+    os._exit(2 if isinstance(e, BenchError) else 1)
 
 
 if __name__ == "__main__":

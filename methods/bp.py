@@ -5,7 +5,6 @@ distributed executor it is the naive model-parallel baseline (one group busy at 
 """
 from __future__ import annotations
 
-import torch
 
 from . import register_method
 from .base import Stage

@@ -33,3 +33,14 @@ def model_for(method: str, default: str = "resnet50") -> str:
     (admm: mlp; resist: preact_resnet50)."""
     supported = create_method(method).supported_models
     return default if supported is None or default in supported else supported[0]
+
+
+def dying_at(step: int, train_step):
+    """A train_step that raises KeyboardInterrupt when it reaches `step`: a run killed mid-way."""
+
+    def step_or_die(stages, s, x, y):
+        if s == step:
+            raise KeyboardInterrupt
+        train_step(stages, s, x, y)
+
+    return step_or_die

@@ -20,7 +20,7 @@ from bench.text import TextData, TextStream, eval_batches, sequence_loss
 from methods import list_methods
 from methods.base import Hyper
 
-from helpers import params_of
+from helpers import dying_at, params_of
 
 VOCAB, BPTT, B = 7, 6, 4
 ADAM = Hyper(lr=0.01, optimizer="adam", weight_decay=0.0)
@@ -285,13 +285,7 @@ def test_lstm_run_records_bpc_and_resumes_exactly(tmp_path, monkeypatch):
     assert whole["split"]["groups"][0]["head_params"] > 0 and len(whole["assumption1"]["mu"][0]) == 3
 
     real_step = bench.runner.train_step
-
-    def dies_at_30(stages, step, x, y):
-        if step == 30:
-            raise KeyboardInterrupt
-        real_step(stages, step, x, y)
-
-    monkeypatch.setattr(bench.runner, "train_step", dies_at_30)
+    monkeypatch.setattr(bench.runner, "train_step", dying_at(30, real_step))
     with pytest.raises(KeyboardInterrupt):
         bench.runner.run(_cfg(tmp_path / "b"), progress=False)
     monkeypatch.setattr(bench.runner, "train_step", real_step)

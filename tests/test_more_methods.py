@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.local_rounds import LocalRounds, float_tensors, nbytes
+from bench.local_rounds import float_tensors, nbytes
 from bench.pipeline import train_step
 from bench.preact_resnet import partitionable_blocks
 from bench.runner import run

@@ -13,7 +13,7 @@ from bench.config import RunConfig
 from bench.runner import run
 from methods import list_methods
 
-from helpers import model_for
+from helpers import dying_at, model_for
 
 
 def _cfg(tmp_path, **kw):
@@ -50,13 +50,7 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
     whole = json.loads(run(_cfg(tmp_path / "a", steps=100), progress=False).read_text())
 
     real_step = bench.runner.train_step
-
-    def dies_at_70(stages, step, x, y):
-        if step == 70:
-            raise KeyboardInterrupt
-        real_step(stages, step, x, y)
-
-    monkeypatch.setattr(bench.runner, "train_step", dies_at_70)
+    monkeypatch.setattr(bench.runner, "train_step", dying_at(70, real_step))
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(tmp_path / "b", steps=100), progress=False)
     killed = json.loads((tmp_path / "b" / f"{_cfg(tmp_path, steps=100).run_id}.json").read_text())
@@ -74,14 +68,8 @@ def test_a_timed_split_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch
     """The timed rule's cut goes into the record's config; a resumed run takes it from there (a new
     measurement could cut elsewhere and no longer fit the checkpoint)."""
     real_step = bench.runner.train_step
-
-    def dies_at_30(stages, step, x, y):
-        if step == 30:
-            raise KeyboardInterrupt
-        real_step(stages, step, x, y)
-
     cfg = dict(groups=3, steps=50, eval_every=25, split_rule="timed")
-    monkeypatch.setattr(bench.runner, "train_step", dies_at_30)
+    monkeypatch.setattr(bench.runner, "train_step", dying_at(30, real_step))
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(tmp_path, **cfg), progress=False)
     path = tmp_path / f"{_cfg(tmp_path, **cfg).run_id}.json"
