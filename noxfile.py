@@ -39,10 +39,17 @@ def smoke(session: nox.Session) -> None:
                 "--out", "results/smoke/records", "--table", "results/smoke/table.md", *session.posargs)
 
 
+def _profile_args(session: nox.Session) -> tuple[str, list[str]]:
+    """The profile (cpu unless `-- --profile X` is given) and the arguments with it spelled out."""
+    args = list(session.posargs)
+    if "--profile" not in args:
+        args = ["--profile", "cpu", *args]
+    return args[args.index("--profile") + 1], args
+
+
 def _sweep(session: nox.Session, grid: str) -> None:
     install(session)
-    args = list(session.posargs) or ["--profile", "cpu"]
-    profile = args[args.index("--profile") + 1] if "--profile" in args else "cpu"
+    profile, args = _profile_args(session)
     session.run("python", "-m", "bench", "sweep", grid, "--out", f"results/{profile}/records",
                 "--table", f"results/{profile}/{grid}.md", *args)
 
@@ -67,7 +74,7 @@ def resnet182(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def mlp(session: nox.Session) -> None:
-    """Table III: the 300-150-10 MLP x bp, dni_n1, lct_n1 on MNIST and CIFAR-10; default --profile cpu."""
+    """Table III: the 300-150-10 MLP x bp, admm, dni_n1, lct_n1 on MNIST and CIFAR-10; default --profile cpu."""
     _sweep(session, "mlp")
 
 
@@ -81,8 +88,7 @@ def imagenet(session: nox.Session) -> None:
 def digits(session: nox.Session) -> None:
     """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, and LCT_n1 on 2 real workers (pipelined)."""
     _sweep(session, "digits")
-    args = list(session.posargs) or ["--profile", "cpu"]
-    if "--profile" not in args or args[args.index("--profile") + 1] == "cpu":  # the sweep's digits/cpu settings
+    if _profile_args(session)[0] == "cpu":  # with the sweep's digits/cpu settings
         session.run("python", "-m", "bench", "run", "--method", "lct", "--groups", "2", "--data", "digits",
                     "--profile", "cpu", "--steps", "400", "--eval-every", "50", "--assumption1-every", "25",
                     "--executor", "distributed", "--schedule", "pipelined", "--out", "results/cpu/records")

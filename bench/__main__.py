@@ -159,7 +159,7 @@ def parser() -> argparse.ArgumentParser:
                     help="paper | balanced | timed (measured once per K, the same cut for every method)")
     sp.add_argument("--steps", type=int, default=100, help="timed steps per configuration")
     sp.add_argument("--warmup", type=int, default=5, help="untimed steps first")
-    sp.add_argument("--repeats", type=int, default=3, help="runs per configuration (round after round); the fastest counts")
+    sp.add_argument("--repeats", type=int, default=3, help="runs per configuration (round after round); the median counts")
     sp.add_argument("--device", default="cpu", help="cpu (gloo, 1 thread per worker) or cuda (nccl, 1 GPU each)")
     sp.add_argument("--only", nargs="+", default=None, help="only these methods (bp-1-worker always runs)")
     sp.add_argument("--out", default="results", help="folder for speed-<profile>.csv/.md and the records")

@@ -5,7 +5,9 @@ A cell is found by (table, data, model, method, groups, metric): ``paper_value("
 "resnet50", "lct", 4)`` is LCT_n3's CIFAR-10 accuracy. K = groups = n + 1 (LCT_n3 has K = 4).
 Metrics: "top1" (test accuracy %, top-1 on ImageNet), "top5" (ImageNet top-5 %), "sub1".."sub3"
 (sub-model top-1 %), "sub1_top5"..; "gpu1".."gpu4" (MiB); "reduction" / "comm_share" /
-"faster_than_gpipe" (%); "flops_m" / "params_m" / "critic_params_m" (millions, Table VIII).
+"faster_than_gpipe" (%); "<sub>_flops_m", "<sub>_critic_flops_m", "<sub>_params_m",
+"<sub>_critic_params_m" with <sub> in sub1..sub3, main (millions, Table VIII); "main" / "main_top5" (Table VII's
+main network).
 Model "*" means the paper does not say which network (Table VI's CIFAR-100 memory figures).
 """
 from __future__ import annotations
@@ -82,6 +84,10 @@ for _model, _bp, _lct in (("resnet50", 8807, (3207, 3077, 7141, 7171)),
 for _method, _vals in (("lct", (4659, 5461, 5463, 5459)), ("dni", (4693, 5453, 4943, 5459))):
     for _i, _v in enumerate(_vals, 1):
         PAPER[("VI", "cifar100", "*", _method, 4, f"gpu{_i}")] = _v
+# the 4-layer LSTM on PTB: BP on one GPU, LCT_n3 one layer per GPU
+PAPER[("VI", "ptb", "lstm4", "bp", 1, "gpu1")] = 8695
+for _i, _v in enumerate((4573, 2441, 2441, 4489), 1):
+    PAPER[("VI", "ptb", "lstm4", "lct", 4, f"gpu{_i}")] = _v
 
 # ---- Table VII: sub-model accuracy of LCT_n3 (Sub_1..3; Main is Table I's LCT_n3) --------------------
 for _data, _model, _subs in (
@@ -99,22 +105,36 @@ for _data, _model, _subs in (
         else:
             PAPER[("VII", _data, _model, "lct", 4, _name)] = _v
 
-# ---- Table VIII: complexity of LCT_n3 sub-models (millions; only the cells the text quotes) ---------
-PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "main_flops_m")] = 47.55
-PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "main_params_m")] = 23.82
-PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_flops_m")] = 19.53
-PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_params_m")] = 9.79
-PAPER[("VIII", "cifar10", "resnet50", "lct", 4, "sub3_critic_params_m")] = 1.26
-PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "main_flops_m")] = 85.17
-PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "main_params_m")] = 42.68
-PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "sub2_flops_m")] = 23.99
-PAPER[("VIII", "cifar10", "resnet101", "lct", 4, "sub2_params_m")] = 12.03
+# ---- Table VIII: complexity of the LCT_n3 sub-models (millions), the paper's table -------------------------
+# (FLOP, critic's FLOP, parameters, critic's parameters) per sub-model; the main network has no critic. The
+# paper's text quotes slightly different values for four cells (47.55, 19.53, 85.17, 23.99); these are the table's.
+_T8 = {
+    ("cifar10", "resnet50"): {"sub1": (3.64, 3.21, 1.82, 1.61), "sub2": (4.71, 1.84, 2.35, 0.92),
+                              "sub3": (19.61, 2.52, 9.79, 1.26), "main": (47.69, None, 23.82, None)},
+    ("cifar100", "resnet50"): {"sub1": (27.24, 26.80, 13.62, 13.40), "sub2": (10.61, 7.73, 5.30, 3.87),
+                               "sub3": (21.08, 4.00, 10.53, 2.00), "main": (53.58, None, 26.77, None)},
+    ("imagenet", "resnet50"): {"sub1": (0.95, 0.50, 0.47, 0.25), "sub2": (3.68, 0.79, 1.84, 0.40),
+                               "sub3": (18.48, 1.38, 9.23, 0.69), "main": (51.15, None, 25.55, None)},
+    ("cifar10", "resnet101"): {"sub1": (4.71, 1.84, 2.35, 0.92), "sub2": (24.08, 2.52, 12.03, 1.26),
+                               "sub3": (44.08, 2.52, 22.01, 1.26), "main": (85.44, None, 42.68, None)},
+    ("cifar100", "resnet101"): {"sub1": (10.61, 7.73, 5.30, 3.87), "sub2": (25.56, 4.00, 12.76, 2.00),
+                                "sub3": (45.55, 4.00, 22.75, 2.00), "main": (91.34, None, 45.62, None)},
+    ("imagenet", "resnet101"): {"sub1": (3.68, 0.79, 1.84, 0.40), "sub2": (25.19, 1.38, 12.58, 0.69),
+                                "sub3": (47.43, 1.38, 23.68, 0.69), "main": (93.38, None, 46.64, None)},
+}
+for (_data, _model), _subs in _T8.items():
+    for _sub, _vals in _subs.items():
+        for _name, _v in zip(("flops_m", "critic_flops_m", "params_m", "critic_params_m"), _vals):
+            if _v is not None:
+                PAPER[("VIII", _data, _model, "lct", 4, f"{_sub}_{_name}")] = _v
 
 # ---- Figure 5: training-time reduction vs BP (%) ------------------------------------------------------
 for _data, _model, _n1, _n3 in (("cifar10", "resnet50", 27.8, 33.6), ("cifar10", "resnet101", 31.9, 40.9),
                                 ("cifar100", "resnet50", 32.0, 34.2), ("cifar100", "resnet101", 32.4, 43.9)):
     PAPER[("time", _data, _model, "lct", 2, "reduction")] = _n1
     PAPER[("time", _data, _model, "lct", 4, "reduction")] = _n3
+PAPER[("time", "ptb", "lstm4", "lct", 2, "reduction")] = 16.7  # Fig. 6: the 4-layer LSTM, LCT_n1 and LCT_n3
+PAPER[("time", "ptb", "lstm4", "lct", 4, "reduction")] = 35.8
 
 # ---- Communication share of training time (%), CIFAR-10 (estimated by the authors) ----------------
 for _model, _n1, _n3 in (("resnet50", 3.79, 8.67), ("resnet101", 1.47, 3.58)):
@@ -128,8 +148,10 @@ PAPER[("fig7", "cifar100", "resnet101", "lct", 4, "faster_than_gpipe")] = 3.5
 NOTES = {
     "VI": "The paper does not say which network its CIFAR-100 memory figures (LCT and DNI, 4 GPUs) are for; "
           "they are shown beside every CIFAR-100 ResNet row (model `*`).",
-    "VIII": "The paper's FLOPs are its own count of one forward pass at full width (the text quotes only "
-            "these cells); ours are torch.utils.flop_counter FLOPs (2 per multiply-add) of one sample.",
+    "VIII": "The paper's 'FLOP (M)' is about twice its parameter count (47.69 M for ResNet-50's 23.82 M "
+            "parameters), so it leaves out the convolutions' spatial positions; ours are torch.utils.flop_counter "
+            "FLOPs of one sample (2 per multiply-add at every position), far larger: the FLOP columns are not "
+            "comparable, the parameter columns are.",
     "comm": "The authors estimated communication by timing transfers of tensors of the same size as the "
             "group outputs and critic losses; ours is measured blocking time per worker.",
 }

@@ -86,7 +86,8 @@ def fig3(groups: list[Group], path: Path) -> None:
             if row == 1:
                 ax.set_xlabel("training step")
             ax.legend(loc="best")
-    fig.suptitle(f"Assumption 1 over training (paper Fig. 3) — {P.METHOD_LABEL.get(gs[0].method, gs[0].method)}\n"
+    paper_fig = "Fig. 4" if gs[0].model.startswith("lstm") else "Fig. 3"
+    fig.suptitle(f"Assumption 1 over training (paper {paper_fig}) — {P.METHOD_LABEL.get(gs[0].method, gs[0].method)}\n"
                  f"{_subtitle(gs[0].profile, gs[0].data, gs[0].model)}; last group (backprop, μ=1) not drawn",
                  fontsize=9)
     fig.tight_layout()
@@ -305,36 +306,65 @@ def _suffix(executor: str, always: bool = False) -> str:
     return "_" + executor.replace(" (", "-").replace(")", "").replace(" ", "-")
 
 
+def _curve(g: Group) -> bool:
+    """Whether g's runs have a training curve (two evaluations or more; the speed benchmark's have one point)."""
+    return any(len(r["curves"].get("train_time_s") or []) > 1 for r in g.completed)
+
+
+def _slug(setting: str) -> str:
+    return "".join(ch for ch in setting.replace(", ", "_").replace(" ", "") if ch.isalnum() or ch in "._-")
+
+
 def plan(groups: dict[Key, Group]) -> list[tuple[str, Callable[[Path], None]]]:
-    """(file name under plots/, drawer) for every figure the records give; deterministic order."""
+    """(file name under plots/, drawer) for every figure the records give; deterministic order. Runs of
+    another setting (steps, width, ...) never share a figure; where two settings would give one file name,
+    the setting is added to it."""
+    from .report_lstm import fig6, is_lstm_group
+
     out: list[tuple[str, Callable[[Path], None]]] = []
     by: dict[tuple, list[Group]] = {}
     for g in groups.values():
         if any(assumption1_minima(r) for r in g.completed):
-            by.setdefault(("fig3", g.profile, g.data, g.model, g.method, g.executor), []).append(g)
-        if g.completed and any(r["curves"].get("train_time_s") for r in g.completed):
+            by.setdefault(("fig3", g.profile, g.data, g.model, g.method, g.executor, g.setting), []).append(g)
+        if _curve(g):
             kind = "simulated" if g.executor == "simulated" else "parallel"  # all schedules in one figure
-            by.setdefault(("fig5", g.profile, g.data, g.model, kind), []).append(g)
-        if g.method in ("lct", "joint") and g.groups > 1 and g.completed:
-            by.setdefault(("anytime", g.profile, g.data, g.model), []).append(g)
-    for key in sorted(by, key=lambda k: (k[0],) + tuple(str(x) for x in k[1:])):
+            by.setdefault(("fig5", g.profile, g.data, g.model, kind, g.setting), []).append(g)
+        if g.method in ("lct", "joint") and g.groups > 1 and g.completed and not is_lstm_group(g):
+            by.setdefault(("anytime", g.profile, g.data, g.model, g.setting), []).append(g)
+        if is_lstm_group(g) and any(r["curves"].get("test_bpc") for r in g.completed):
+            kind = "simulated" if g.executor == "simulated" else "parallel"
+            by.setdefault(("fig6", g.profile, g.data, g.model, kind, g.setting), []).append(g)
+    names: dict[str, list[tuple]] = {}
+    for key in sorted(by, key=lambda k: tuple(str(x) for x in k)):
         kind, rest = key[0], key[1:]
-        gs = by[key]
         if kind == "fig3":
-            profile, data, model, method, executor = rest
+            profile, data, model, method, executor, _ = rest
             name = f"fig3_assumption1_{profile}_{data}_{model}_{method}" + _suffix(executor)
-            out.append((f"{name}.png", lambda p, gs=gs: fig3(gs, p)))
         elif kind == "fig5":
-            profile, data, model, executor = rest
-            out.append((f"fig5_loss_vs_time_{profile}_{data}_{model}{_suffix(executor, True)}.png",
-                        lambda p, gs=gs: fig5(gs, p)))
+            profile, data, model, executor, _ = rest
+            name = f"fig5_loss_vs_time_{profile}_{data}_{model}{_suffix(executor, True)}"
+        elif kind == "fig6":
+            profile, data, model, executor, _ = rest
+            name = f"fig6_bpc_vs_time_{profile}_{data}_{model}_{executor}"
         else:
-            profile, data, model = rest
-            first: dict[tuple, Group] = {}  # one curve per (method, K): in-process records first
-            for g in sorted(gs, key=lambda g: sort_key(g.key)):
-                first.setdefault((g.method, g.groups), g)
-            out.append((f"anytime_acc_vs_flops_{profile}_{data}_{model}.png",
-                        lambda p, gs=list(first.values()): fig_anytime(gs, p)))
+            profile, data, model, _ = rest
+            name = f"anytime_acc_vs_flops_{profile}_{data}_{model}"
+        names.setdefault(name, []).append(key)
+    for name, keys in names.items():
+        for key in keys:
+            gs = by[key]
+            file = (name if len(keys) == 1 else f"{name}_{_slug(key[-1])}") + ".png"
+            if key[0] == "fig3":
+                out.append((file, lambda p, gs=gs: fig3(gs, p)))
+            elif key[0] == "fig5":
+                out.append((file, lambda p, gs=gs: fig5(gs, p)))
+            elif key[0] == "fig6":
+                out.append((file, lambda p, gs=gs: fig6(gs, p)))
+            else:
+                first: dict[tuple, Group] = {}  # one curve per (method, K): in-process records first
+                for g in sorted(gs, key=lambda g: sort_key(g.key)):
+                    first.setdefault((g.method, g.groups), g)
+                out.append((file, lambda p, gs=list(first.values()): fig_anytime(gs, p)))
     out.append(("communication_share.png", lambda p: fig_comm(list(groups.values()), p)))
     out.append(("fig7_pipelined_bp.png", lambda p: fig7(groups, p)))
     return out

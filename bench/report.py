@@ -90,18 +90,42 @@ def is_parallel(executor: str) -> bool:
     return executor.startswith("parallel")
 
 
-Key = tuple  # (data, model, method, groups, profile, executor)
+Key = tuple  # (data, model, method, groups, profile, executor, setting, options)
+
+
+def setting_of(rec: dict) -> str:
+    """The run's conditions beyond its profile that make two numbers comparable: width, batch, steps, split
+    rule, threads (per worker on real workers), and units and BPTT for the LSTMs. Records that differ in any
+    of them (e.g. `--steps`, or the speed benchmark's short runs) are never averaged together."""
+    c = rec["config"]
+    width = c.get("width")
+    parts = [f"width {'-' if width is None else format(width, 'g')}", f"batch {c.get('batch_size')}",
+             f"{c.get('steps')} steps",
+             f"{c.get('split_rule', 'paper')} split"]
+    if c.get("hidden"):
+        parts.append(f"{c['hidden']} units, bptt {c.get('bptt')}")
+    threads = (c.get("distributed") or {}).get("threads_per_worker") if executor_of(rec) != "simulated" \
+        else c.get("threads")
+    if threads:
+        parts.append(f"{threads} thread{'s' if threads > 1 else ''}" + ("/worker" if executor_of(rec) != "simulated" else ""))
+    return ", ".join(parts)
+
+
+def options_of(rec: dict) -> str:
+    """A method's own options (`--option`), part of what the method is: 'local_iters=20' is another method."""
+    return ", ".join(f"{k}={v}" for k, v in sorted((rec["config"].get("extra") or {}).items()))
 
 
 def key_of(rec: dict) -> Key:
     c = rec["config"]
-    return (c["data"], c["model"], c["method"], int(c["groups"]), c["profile"], executor_of(rec))
+    return (c["data"], c["model"], c["method"], int(c["groups"]), c["profile"], executor_of(rec), setting_of(rec),
+            options_of(rec))
 
 
 def sort_key(key: Key) -> tuple:
-    data, model, method, k, profile, executor = key
+    data, model, method, k, profile, executor, setting, options = key
     return (_rank(DATA_ORDER, data), _rank(MODEL_ORDER, model), _rank(METHOD_ORDER, method), k,
-            _rank(PROFILE_ORDER, profile), _rank(EXECUTOR_ORDER, executor))
+            _rank(PROFILE_ORDER, profile), _rank(EXECUTOR_ORDER, executor), setting, options)
 
 
 @dataclass
@@ -117,10 +141,30 @@ class Group:
     groups = property(lambda self: self.key[3])
     profile = property(lambda self: self.key[4])
     executor = property(lambda self: self.key[5])
+    setting = property(lambda self: self.key[6])
+    options = property(lambda self: self.key[7])
 
     @property
     def completed(self) -> list[dict]:
-        return sorted((r for r in self.records if r["status"] == "completed"), key=lambda r: r["config"]["seed"])
+        """One completed record per seed. Repeats of a seed (the speed benchmark runs each configuration
+        several times) count once, by their median run (by throughput), as the speed table does."""
+        by_seed: dict[int, list[dict]] = {}
+        for r in self.records:
+            if r["status"] == "completed":
+                by_seed.setdefault(r["config"]["seed"], []).append(r)
+        out = []
+        for seed in sorted(by_seed):
+            runs = sorted(by_seed[seed], key=lambda r: (r["final"].get("samples_per_s") or 0.0, r.get("_path", "")))
+            out.append(runs[(len(runs) - 1) // 2])
+        return out
+
+    @property
+    def seeds_text(self) -> str:
+        """'0,1,2', or '0 (median of 3 runs)' where a seed was run several times."""
+        runs = max((sum(r["config"]["seed"] == s and r["status"] == "completed" for r in self.records)
+                    for s in self.seeds), default=0)
+        text = ",".join(map(str, self.seeds)) or "-"
+        return f"{text} (median of {runs} runs)" if runs > 1 else text
 
     def values(self, fn: Callable[[dict], float | None]) -> list[float]:
         out = []
@@ -251,10 +295,6 @@ def _profiles_text(groups: Iterable[Group]) -> str:
     return f"{', '.join(profiles)}; data: {', '.join(data)}" if profiles else "none; no records"
 
 
-def _is_repro(profile: str) -> str:
-    return "" if profile == "paper" else " (not a reproduction: scaled-down profile)"
-
-
 # ---------------------------------------------------------------------------------------------------
 # Cell tables: paper cells x our groups
 
@@ -350,7 +390,7 @@ def cell_table(name: str, table: str, title: str, notes: list[str], groups: dict
                         else MISSING)
             rows.append(([g.data, model, _label(c.method, c.groups), str(c.groups), _metric_label(c.metric),
                           f"paper: {ptxt}", ours_txt, "-" if diff is None else f"{diff:+.2f}", g.profile,
-                          ",".join(map(str, g.seeds)) or "-", g.executor, g.steps, g.status],
+                          g.seeds_text, g.executor, g.steps, g.status],
                          [table, g.data, g.model, c.method, c.groups, c.metric, pv, m, s if vals else None,
                           len(vals), diff, g.profile, " ".join(map(str, g.seeds)), g.executor, g.steps,
                           g.status]))
@@ -433,7 +473,8 @@ def table_VII(groups) -> Table:
         f"(profiles: {_profiles_text(g for g in groups.values() if g.method == 'lct')})",
         _acc_notes(groups, "The paper reports LCT_n3 (K=4); our other K and joint's early exits are listed "
                            "without a paper value."),
-        groups, lambda g: g.method in ("lct", "joint") and g.groups > 1, _sub_metrics)
+        groups, lambda g: g.method in ("lct", "joint") and g.groups > 1 and not g.model.startswith("lstm"),
+        _sub_metrics)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -448,11 +489,15 @@ def _worker_memory(w: dict) -> tuple[float | None, str]:
     return None, "-"
 
 
+def _is_gpu_measure(measure: str) -> bool:
+    return measure.startswith("GPU")
+
+
 def table_VI(groups) -> Table:
-    md_cols = ["data", "model", "method", "K", "worker", "paper (MiB)", "ours (MiB)", "measure", "diff", "profile",
-               "seeds", "time", "status"]
+    md_cols = ["data", "model", "method", "K", "worker", "paper (MiB)", "ours (MiB)", "measure",
+               "of which training (MiB)", "diff", "profile", "setting", "seeds", "time", "status"]
     csv_cols = ["table", "data", "model", "method", "groups", "worker", "paper_mib", "ours_mean_mib", "ours_std_mib",
-                "n", "measure", "diff", "profile", "seeds", "executor", "status"]
+                "n", "measure", "training_mib", "diff", "profile", "setting", "seeds", "executor", "status"]
     ours = [g for g in groups.values() if any(r.get("workers") for r in g.completed)]
     cells: dict[tuple, list[Group]] = {}
     for d, m, meth, k, metric in P.cells("VI"):
@@ -472,12 +517,12 @@ def table_VI(groups) -> Table:
         pv = P.paper_value("VI", d, m, meth, k, f"gpu{w}")
         ptxt = "—" if pv is None else f"paper: {pv:.0f}"
         if not gs:
-            rows.append(([d, m, _label(meth, k), str(k), f"GPU {w}", ptxt, MISSING, "-", "-", "-", "-", "-",
+            rows.append(([d, m, _label(meth, k), str(k), f"GPU {w}", ptxt, MISSING, "-", "-", "-", "-", "-", "-", "-",
                           "no distributed record"],
-                         ["VI", d, m, meth, k, w, pv, None, None, 0, "", None, "", "", "", MISSING]))
+                         ["VI", d, m, meth, k, w, pv, None, None, 0, "", None, None, "", "", "", "", MISSING]))
             continue
         for g in sorted(gs, key=lambda g: sort_key(g.key)):
-            vals, measures = [], set()
+            vals, measures, training = [], set(), []
             for r in g.completed:
                 ws = sorted(r.get("workers") or [], key=lambda x: x.get("rank", 0))
                 if w - 1 < len(ws):
@@ -485,20 +530,26 @@ def table_VI(groups) -> Table:
                     if v is not None:
                         vals.append(v)
                         measures.add(label)
+                    if label == "peak RSS" and ws[w - 1].get("rss_start_mb") is not None:
+                        training.append(v - ws[w - 1]["rss_start_mb"])
             mean, std = mean_std(vals)
-            diff = None if mean is None or pv is None else mean - pv
             measure = ",".join(sorted(measures)) or "-"
+            # a CPU's peak RSS is not the paper's GPU memory: no difference is shown for it
+            diff = None if mean is None or pv is None or not _is_gpu_measure(measure) else mean - pv
+            train_mean = mean_std(training)[0]
             ours_txt = f"ours ({g.profile}, {seeds_text(len(vals))}): {fmt_ours(vals, 0)}" if vals else MISSING
             model = g.model if m != "*" else f"{g.model} (paper: not stated)"
             rows.append(([d, model, _label(meth, k), str(k), f"worker {w}", ptxt, ours_txt, measure,
-                          "-" if diff is None else f"{diff:+.0f}", g.profile, ",".join(map(str, g.seeds)) or "-",
-                          g.executor, g.status],
-                         ["VI", d, g.model, meth, k, w, pv, mean, std, len(vals), measure, diff, g.profile,
-                          " ".join(map(str, g.seeds)), g.executor, g.status]))
+                          fmt(train_mean, 0), "-" if diff is None else f"{diff:+.0f}", g.profile, g.setting,
+                          g.seeds_text, g.executor, g.status],
+                         ["VI", d, g.model, meth, k, w, pv, mean, std, len(vals), measure, train_mean, diff, g.profile,
+                          g.setting, " ".join(map(str, g.seeds)), g.executor, g.status]))
     return Table("table_VI_memory", f"Table VI — memory per worker (MiB) (profiles: {_profiles_text(ours)})",
                  [f"Only distributed records (one worker per group) measure memory per worker: GPU memory through "
-                  f"NVML where there is a GPU, else the worker's peak RSS (not comparable with the paper's GPU "
-                  f"MiB). In-process records are not listed. {P.NOTES['VI']}"],
+                  f"NVML where there is a GPU, else the worker's peak RSS since training started (not comparable "
+                  f"with the paper's GPU MiB, so no difference is shown; every CPU worker also holds the data and "
+                  f"a copy of every group from its set-up, and `of which training` is the peak minus the RSS at "
+                  f"the start). In-process records are not listed. {P.NOTES['VI']}"],
                  md_cols, csv_cols, rows)
 
 
@@ -552,52 +603,61 @@ def _m(v: float) -> str:
     return f"{v / 1e6:.4f}" if v < 1e6 else f"{v / 1e6:.2f}"
 
 
+def _paper_viii(data: str, model: str, method: str, k: int, name: str) -> dict:
+    """The paper's Table VIII cells of one sub-model (None where it has none)."""
+    key = name.lower().replace("_", "")
+    return {m: P.paper_value("VIII", data, model, method, k, f"{key}_{m}")
+            for m in ("flops_m", "critic_flops_m", "params_m", "critic_params_m")}
+
+
+def _viii_row(source: list, width, s: dict, paper: dict, profile: str) -> tuple[list[str], list]:
+    data, model, method, k = source
+    fshare = f" ({100 * s['critic_flops'] / s['flops']:.1f}%)" if s["critic_flops"] else ""
+    pshare = f" ({100 * s['critic_params'] / s['params']:.1f}%)" if s["critic_params"] else ""
+
+    def paper_txt(total, critic):
+        if total is None:
+            return "—"
+        return _num(total) + (f" (critic {_num(critic)})" if critic is not None else "")
+
+    md = [data, model, _label(method, k), str(k), str(width), s["name"], _m(s["flops"]) + fshare,
+          paper_txt(paper["flops_m"], paper["critic_flops_m"]), _m(s["params"]) + pshare,
+          paper_txt(paper["params_m"], paper["critic_params_m"]), profile]
+    row = ["VIII", data, model, method, k, width, s["name"], s["flops"], s["critic_flops"], paper["flops_m"],
+           paper["critic_flops_m"], s["params"], s["critic_params"], paper["params_m"], paper["critic_params_m"],
+           profile]
+    return md, row
+
+
 def table_VIII(groups) -> Table:
     md_cols = ["data", "model", "method", "K", "width", "sub-model", "FLOPs (M), ours (critic share)",
-               "paper FLOPs (M)", "params (M), ours (critic share)", "paper params (M)", "profile"]
+               "paper FLOP (M)", "params (M), ours (critic share)", "paper params (M)", "profile"]
     csv_cols = ["table", "data", "model", "method", "groups", "width", "submodel", "flops", "critic_flops",
-                "paper_flops_m", "params", "critic_params", "paper_params_m", "paper_critic_params_m", "profile"]
+                "paper_flop_m", "paper_critic_flop_m", "params", "critic_params", "paper_params_m",
+                "paper_critic_params_m", "profile"]
     rows = []
     seen = set()
-    ours = [g for g in groups.values() if g.method in ("lct", "joint") and g.groups > 1]
+    ours = [g for g in groups.values() if g.method in ("lct", "joint") and g.groups > 1
+            and not g.model.startswith("lstm")]
     for g in ours:
         rec = next((r for r in g.records if r.get("split", {}).get("groups")), None)
         if rec is None:
             continue
         ident = (g.data, g.model, g.method, g.groups, g.profile, g.width)
-        if ident in seen:  # the same architecture under another executor
+        if ident in seen:  # the same architecture under another executor or setting
             continue
         seen.add(ident)
         for s in submodel_complexity(rec["split"]):
-            key = s["name"].lower().replace("_", "")
-            pf = P.paper_value("VIII", paper_data(g.data), g.model, g.method, g.groups, f"{key}_flops_m")
-            pp = P.paper_value("VIII", paper_data(g.data), g.model, g.method, g.groups, f"{key}_params_m")
-            pc = P.paper_value("VIII", paper_data(g.data), g.model, g.method, g.groups, f"{key}_critic_params_m")
-            fshare = f" ({100 * s['critic_flops'] / s['flops']:.1f}%)" if s["critic_flops"] else ""
-            pshare = f" ({100 * s['critic_params'] / s['params']:.1f}%)" if s["critic_params"] else ""
-            ptxt = "—" if pp is None else _num(pp) + (f" (critic {_num(pc)})" if pc is not None else "")
-            rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.width, s["name"],
-                          _m(s["flops"]) + fshare, "—" if pf is None else _num(pf),
-                          _m(s["params"]) + pshare, ptxt, g.profile],
-                         ["VIII", g.data, g.model, g.method, g.groups, g.width, s["name"], s["flops"],
-                          s["critic_flops"], pf, s["params"], s["critic_params"], pp, pc, g.profile]))
+            rows.append(_viii_row([g.data, g.model, g.method, g.groups], g.width, s,
+                                  _paper_viii(paper_data(g.data), g.model, g.method, g.groups, s["name"]), g.profile))
     # The paper's cells, beside the same architecture at full width counted by us (no run needed).
     for d, m, meth, k in sorted({c[:4] for c in P.cells("VIII")}):
         for s in submodel_complexity(architecture_split(d, m, k)):
-            key = s["name"].lower().replace("_", "")
-            pf = P.paper_value("VIII", d, m, meth, k, f"{key}_flops_m")
-            pp = P.paper_value("VIII", d, m, meth, k, f"{key}_params_m")
-            pc = P.paper_value("VIII", d, m, meth, k, f"{key}_critic_params_m")
-            fshare = f" ({100 * s['critic_flops'] / s['flops']:.1f}%)" if s["critic_flops"] else ""
-            pshare = f" ({100 * s['critic_params'] / s['params']:.1f}%)" if s["critic_params"] else ""
-            ptxt = "—" if pp is None else _num(pp) + (f" (critic {_num(pc)})" if pc is not None else "")
-            rows.append(([d, m, _label(meth, k), str(k), "1", s["name"], _m(s["flops"]) + fshare,
-                          "—" if pf is None else _num(pf), _m(s["params"]) + pshare, ptxt,
-                          "architecture (counted, no run)"],
-                         ["VIII", d, m, meth, k, "1", s["name"], s["flops"], s["critic_flops"], pf, s["params"],
-                          s["critic_params"], pp, pc, "architecture"]))
+            md, row = _viii_row([d, m, meth, k], "1", s, _paper_viii(d, m, meth, k, s["name"]), "architecture")
+            md[-1] = "architecture (counted, no run)"
+            rows.append((md, row))
     rows.sort(key=lambda r: (_rank(DATA_ORDER, r[1][1]), _rank(MODEL_ORDER, r[1][2]), _rank(METHOD_ORDER, r[1][3]),
-                             r[1][4], _rank(PROFILE_ORDER, r[1][14]), str(r[1][5]),
+                             r[1][4], _rank(PROFILE_ORDER, r[1][15]), str(r[1][5]),
                              (r[1][6] == "Main", r[1][6])))
     return Table("table_VIII_complexity",
                  f"Table VIII — sub-model complexity: forward FLOPs of one sample and parameters "
@@ -605,8 +665,8 @@ def table_VIII(groups) -> Table:
                  [f"Ours: torch.utils.flop_counter on one sample at the record's width (a scaled-down width is "
                   f"much smaller than the paper's full network); the critic's share in parentheses. Rows with "
                   f"profile `architecture` count the paper's network at full width on the paper's input "
-                  f"(split by the paper rule) without any run, so the paper's cells have a like-for-like "
-                  f"neighbour. {P.NOTES['VIII']}"],
+                  f"(split by the paper rule) without any run: their parameters sit beside the paper's. "
+                  f"{P.NOTES['VIII']}"],
                  md_cols, csv_cols, rows)
 
 
@@ -635,20 +695,25 @@ def critical_path_share(rec: dict) -> float | None:
     return max(costs) / sum(costs) if costs and sum(costs) else None
 
 
+def _beside(groups: dict[Key, Group], g: Group, method: str, k: int) -> list[Group]:
+    """Groups of `method` with K = k run like g: same data, model, profile and setting, no method options."""
+    return [h for h in groups.values() if (h.data, h.model, h.method, h.groups, h.profile, h.setting, h.options)
+            == (g.data, g.model, method, k, g.profile, g.setting, "")]
+
+
 def _bp_of(groups: dict[Key, Group], g: Group) -> Group | None:
     """BP on one worker beside g: the same executor (for distributed runs, any schedule of one worker)."""
-    same = groups.get((g.data, g.model, "bp", 1, g.profile, g.executor))
-    if same is not None or not is_parallel(g.executor):
-        return same
-    others = [h for k, h in groups.items() if k[:5] == (g.data, g.model, "bp", 1, g.profile)
-              and is_parallel(h.executor) and h.values(train_time)]
+    found = _beside(groups, g, "bp", 1)
+    same = [h for h in found if h.executor == g.executor]
+    if same or not is_parallel(g.executor):
+        return same[0] if same else None
+    others = [h for h in found if is_parallel(h.executor) and h.values(train_time)]
     return others[0] if others else None
 
 
 def _lct_beside(groups: dict[Key, Group], g: Group) -> Group | None:
     """LCT with g's K on the distributed executor, pipelined schedule first (Fig. 7)."""
-    found = [h for k, h in groups.items() if k[:5] == (g.data, g.model, "lct", g.groups, g.profile)
-             and is_parallel(h.executor) and h.values(train_time)]
+    found = [h for h in _beside(groups, g, "lct", g.groups) if is_parallel(h.executor) and h.values(train_time)]
     found.sort(key=lambda h: (h.executor != "parallel (pipelined)", h.executor))
     return found[0] if found else None
 
@@ -664,12 +729,12 @@ def median_step_s(rec: dict) -> float | None:
 
 
 def table_time(groups) -> Table:
-    md_cols = ["data", "model", "method", "K", "profile", "time", "seeds", "steps", "train time (s)",
+    md_cols = ["data", "model", "method", "K", "profile", "setting", "time", "seeds", "steps", "train time (s)",
                "ms/step (median interval)", "reduction vs BP: total time", "reduction vs BP: median step",
                "reduction vs BP: est. parallel (FLOPs)", "paper reduction", "status"]
     csv_cols = ["table", "data", "model", "method", "groups", "profile", "executor", "seeds", "steps",
                 "train_time_mean_s", "train_time_std_s", "median_step_ms", "reduction_pct", "median_reduction_pct",
-                "est_parallel_reduction_pct", "paper_reduction_pct", "status"]
+                "est_parallel_reduction_pct", "paper_reduction_pct", "status", "setting"]
     rows = []
     keys = set()
     for g in groups.values():
@@ -695,17 +760,18 @@ def table_time(groups) -> Table:
         def pct(v):
             return "reference" if ref else ("-" if v is None else f"{v:.1f}%")
 
-        rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, g.executor,
-                      ",".join(map(str, g.seeds)), g.steps, fmt_ours(t, 1), fmt(None if med is None else 1000 * med, 1),
+        rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, g.setting, g.executor,
+                      g.seeds_text, g.steps, fmt_ours(t, 1), fmt(None if med is None else 1000 * med, 1),
                       pct(red), pct(red_med), pct(est), "—" if pv is None else f"paper: {pv:.1f}%", g.status],
                      ["time", g.data, g.model, g.method, g.groups, g.profile, g.executor, " ".join(map(str, g.seeds)),
-                      g.steps, tm, ts, None if med is None else 1000 * med, red, red_med, est, pv, g.status]))
+                      g.steps, tm, ts, None if med is None else 1000 * med, red, red_med, est, pv, g.status,
+                      g.setting]))
     for d, m, meth, k, metric in P.cells("time"):
         if (d, m, meth, k) not in keys:
             pv = P.paper_value("time", d, m, meth, k, metric)
-            rows.append(([d, m, _label(meth, k), str(k), "-", "-", "-", "-", MISSING, "-", MISSING, MISSING, "-",
+            rows.append(([d, m, _label(meth, k), str(k), "-", "-", "-", "-", "-", MISSING, "-", MISSING, MISSING, "-",
                           f"paper: {pv:.1f}%", "no record"],
-                         ["time", d, m, meth, k, "", "", "", "", None, None, None, None, None, None, pv, MISSING]))
+                         ["time", d, m, meth, k, "", "", "", "", None, None, None, None, None, None, pv, MISSING, ""]))
     rows.sort(key=lambda r: (_rank(DATA_ORDER, r[1][1]), _rank(MODEL_ORDER, r[1][2]), _rank(PROFILE_ORDER, r[1][5]),
                              _rank(EXECUTOR_ORDER, r[1][6]), _rank(METHOD_ORDER, r[1][3]), r[1][4]))
     return Table("fig5_training_time",
@@ -749,11 +815,12 @@ def _paper_style_comm(rec: dict) -> float | None:
 
 
 def table_comm(groups) -> Table:
-    md_cols = ["data", "model", "method", "K", "profile", "time", "seeds", "comm share, mean over workers",
+    md_cols = ["data", "model", "method", "K", "profile", "setting", "time", "seeds", "comm share, mean over workers",
                "comm share, busiest worker", "the paper's estimate (timed transfers), mean",
                "bytes sent / step (all workers)", "paper", "status"]
     csv_cols = ["table", "data", "model", "method", "groups", "profile", "executor", "seeds", "comm_share_mean_pct",
-                "comm_share_max_pct", "paper_style_estimate_pct", "bytes_sent_per_step", "paper_pct", "status"]
+                "comm_share_max_pct", "paper_style_estimate_pct", "bytes_sent_per_step", "paper_pct", "status",
+                "setting"]
     rows, keys = [], set()
     for g in groups.values():
         vals = g.values(_comm_mean)
@@ -762,18 +829,19 @@ def table_comm(groups) -> Table:
         keys.add((paper_data(g.data), g.model, g.method, g.groups))
         mx, by, est = g.values(_comm), g.values(_bytes_per_step), g.values(_paper_style_comm)
         pv = P.paper_value("comm", paper_data(g.data), g.model, g.method, g.groups, "comm_share")
-        rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, g.executor,
-                      ",".join(map(str, g.seeds)), f"{fmt_ours(vals)}%", f"{fmt_ours(mx)}%",
+        rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, g.setting, g.executor,
+                      g.seeds_text, f"{fmt_ours(vals)}%", f"{fmt_ours(mx)}%",
                       f"{fmt_ours(est)}%" if est else "-", fmt_ours(by, 0),
                       "—" if pv is None else f"paper: {pv:.2f}%", g.status],
                      ["comm", g.data, g.model, g.method, g.groups, g.profile, g.executor, " ".join(map(str, g.seeds)),
-                      mean_std(vals)[0], mean_std(mx)[0], mean_std(est)[0], mean_std(by)[0], pv, g.status]))
+                      mean_std(vals)[0], mean_std(mx)[0], mean_std(est)[0], mean_std(by)[0], pv, g.status,
+                      g.setting]))
     for d, m, meth, k, metric in P.cells("comm"):
         if (d, m, meth, k) not in keys:
             pv = P.paper_value("comm", d, m, meth, k, metric)
-            rows.append(([d, m, _label(meth, k), str(k), "-", "-", "-", MISSING, MISSING, "-", "-", f"paper: {pv:.2f}%",
-                          "no distributed record"],
-                         ["comm", d, m, meth, k, "", "", "", None, None, None, None, pv, MISSING]))
+            rows.append(([d, m, _label(meth, k), str(k), "-", "-", "-", "-", MISSING, MISSING, "-", "-",
+                          f"paper: {pv:.2f}%", "no distributed record"],
+                         ["comm", d, m, meth, k, "", "", "", None, None, None, None, pv, MISSING, ""]))
     rows.sort(key=lambda r: (_rank(DATA_ORDER, r[1][1]), _rank(MODEL_ORDER, r[1][2]), _rank(METHOD_ORDER, r[1][3]),
                              r[1][4], _rank(PROFILE_ORDER, r[1][5])))
     return Table("communication",
@@ -783,10 +851,10 @@ def table_comm(groups) -> Table:
 
 
 def table_fig7(groups) -> Table:
-    md_cols = ["data", "model", "K", "profile", "time (pipelined BP)", "time (LCT)", "pipelined BP / BP", "LCT / BP",
-               "LCT faster than pipelined BP", "paper", "status"]
+    md_cols = ["data", "model", "K", "profile", "setting", "time (pipelined BP)", "time (LCT)", "pipelined BP / BP",
+               "LCT / BP", "LCT faster than pipelined BP", "paper", "status"]
     csv_cols = ["table", "data", "model", "groups", "profile", "executor", "lct_executor", "gpipe_over_bp",
-                "lct_over_bp", "lct_faster_pct", "paper_pct", "status"]
+                "lct_over_bp", "lct_faster_pct", "paper_pct", "status", "setting"]
     rows, keys = [], set()
     for g in groups.values():
         if g.method != "gpipe" or not g.values(train_time):
@@ -800,26 +868,27 @@ def table_fig7(groups) -> Table:
         faster = None if tl is None else 100 * (1 - tl / tg)
         pv = P.paper_value("fig7", paper_data(g.data), g.model, "lct", g.groups, "faster_than_gpipe")
         lex = lct.executor if lct is not None else "-"
-        rows.append(([g.data, g.model, str(g.groups), g.profile, g.executor, lex,
+        rows.append(([g.data, g.model, str(g.groups), g.profile, g.setting, g.executor, lex,
                       fmt(None if tb is None else tg / tb, 3), fmt(None if tb is None or tl is None else tl / tb, 3),
                       "-" if faster is None else f"{faster:.1f}%", "—" if pv is None else f"paper: {pv:.1f}%",
                       "completed" if tl is not None and tb is not None else "lct or bp record missing"],
                      ["fig7", g.data, g.model, g.groups, g.profile, g.executor, lex,
                       None if tb is None else tg / tb, None if tb is None or tl is None else tl / tb, faster, pv,
-                      "completed" if tl is not None and tb is not None else MISSING]))
+                      "completed" if tl is not None and tb is not None else MISSING, g.setting]))
     for d, m, meth, k, metric in P.cells("fig7"):
         if (d, m, k) not in keys:
             pv = P.paper_value("fig7", d, m, meth, k, metric)
-            rows.append(([d, m, str(k), "-", "-", "-", MISSING, MISSING, MISSING, f"paper: {pv:.1f}%",
+            rows.append(([d, m, str(k), "-", "-", "-", "-", MISSING, MISSING, MISSING, f"paper: {pv:.1f}%",
                           "no gpipe record"],
-                         ["fig7", d, m, k, "", "", "", None, None, None, pv, MISSING]))
+                         ["fig7", d, m, k, "", "", "", None, None, None, pv, MISSING, ""]))
     rows.sort(key=lambda r: (_rank(DATA_ORDER, r[1][1]), _rank(MODEL_ORDER, r[1][2]), r[1][3],
                              _rank(PROFILE_ORDER, r[1][4]), _rank(EXECUTOR_ORDER, r[1][5])))
     return Table("fig7_pipelined_bp",
                  f"Fig. 7 — pipelined BP (GPipe, K workers) vs LCT with K groups, time normalised by BP "
                  f"(profiles: {_profiles_text(g for g in groups.values() if g.method == 'gpipe')})",
-                 ["Needs distributed records of gpipe, lct and bp at the same profile; the paper's pipelined BP "
-                  "was a separate PyTorch implementation, normalised by its own BP."], md_cols, csv_cols, rows)
+                 ["Needs distributed records of gpipe, lct and bp at the same profile and setting; the paper's "
+                  "pipelined BP was a separate PyTorch implementation, normalised by its own BP."],
+                 md_cols, csv_cols, rows)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -887,26 +956,32 @@ MATRIX_COLUMNS = [("bp", 1), ("dni", 2), ("dni", 3), ("dni", 4), ("lct", 2), ("l
 
 
 def matrix(groups) -> str:
-    """Table I's layout: one line per (data, model, profile, time) of ours and, beside it, the paper's rows."""
-    lines = ["## Table I/IV at a glance (test accuracy %, top-1)", "",
-             "Our rows name their profile, seeds and executor; the paper's rows are its CIFAR/ImageNet numbers "
-             "(`joint` is Table IV). A scaled-down profile on other data is not a reproduction of them.", "",
-             "| data | model | source | " + " | ".join(_label(m, k) for m, k in MATRIX_COLUMNS) + " |",
-             "|" + "---|" * (3 + len(MATRIX_COLUMNS))]
-    rowkeys = sorted({(g.data, g.model, g.profile, g.executor) for g in groups.values()
-                      if g.model in ("resnet50", "resnet101")},
+    """Table I's layout: one line per (data, model, profile, time, setting) of ours and the paper's rows."""
+    lines = ["## Table I/IV at a glance (test accuracy %)", "",
+             "Ours: top-1, each row naming its profile, seeds, executor and setting; the paper's rows are its "
+             "CIFAR/ImageNet numbers, ImageNet as top-1/top-5 (`joint` is Table IV). A scaled-down profile on other "
+             "data is not a reproduction of them.", "",
+             "| data | model | source | setting | " + " | ".join(_label(m, k) for m, k in MATRIX_COLUMNS) + " |",
+             "|" + "---|" * (4 + len(MATRIX_COLUMNS))]
+    acc = [g for g in groups.values() if g.model in ("resnet50", "resnet101") and not g.options
+           and g.values(lambda r: r["final"].get("test_acc"))]
+    rowkeys = sorted({(g.data, g.model, g.profile, g.executor, g.setting) for g in acc},
                      key=lambda k: (_rank(DATA_ORDER, k[0]), _rank(MODEL_ORDER, k[1]), _rank(PROFILE_ORDER, k[2]),
-                                    _rank(EXECUTOR_ORDER, k[3])))
-    for d, m, prof, ex in rowkeys:
-        cells = []
+                                    _rank(EXECUTOR_ORDER, k[3]), k[4]))
+    for row in rowkeys:
+        cells, ns = [], set()
         for meth, k in MATRIX_COLUMNS:
-            g = groups.get((d, m, meth, k, prof, ex))
+            g = next((g for g in acc if (g.data, g.model, g.profile, g.executor, g.setting) == row
+                      and (g.method, g.groups) == (meth, k)), None)
             vals = g.values(lambda r: r["final"].get("test_acc")) if g else []
             cells.append(fmt_ours(vals) if vals else MISSING)
-        ns = sorted({len(g.completed) for g in groups.values()
-                     if g.key[:2] == (d, m) and g.key[4:] == (prof, ex)} - {0}) or [0]
-        n_txt = seeds_text(ns[0]) if len(ns) == 1 else f"{'/'.join(map(str, ns))} seeds"
-        lines.append(f"| {d} | {m} | ours ({prof}, {n_txt}, {ex}) | " + " | ".join(cells) + " |")
+            if vals:
+                ns.add(len(vals))
+        if not ns:  # none of Table I's methods in this setting (e.g. only gpipe)
+            continue
+        n_txt = seeds_text(min(ns)) if len(ns) == 1 else f"{'/'.join(map(str, sorted(ns)))} seeds"
+        d, m, prof, ex, setting = row
+        lines.append(f"| {d} | {m} | ours ({prof}, {n_txt}, {ex}) | {setting} | " + " | ".join(cells) + " |")
     for d in ("cifar10", "cifar100", "imagenet"):
         for m in ("resnet50", "resnet101"):
             cells = []
@@ -915,14 +990,17 @@ def matrix(groups) -> str:
                 v = P.paper_value(t, d, m, meth, k)
                 v5 = P.paper_value(t, d, m, meth, k, "top5")
                 cells.append("—" if v is None else (_num(v) + (f"/{_num(v5)}" if v5 is not None else "")))
-            lines.append(f"| {d} | {m} | paper | " + " | ".join(cells) + " |")
+            lines.append(f"| {d} | {m} | paper | Section V | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def build_tables(groups: dict[Key, Group]) -> list[Table]:
+    from .report_lstm import tables as lstm_tables
+
     return [table_I(groups), table_II(groups), table_III(groups), table_IV(groups), table_VI(groups),
-            table_VII(groups), table_VIII(groups), table_time(groups), table_comm(groups), table_fig7(groups),
-            table_assumption1(groups)] + _related_tables(groups)
+            table_VII(groups), table_VIII(groups)] + lstm_tables(groups) + [
+            table_time(groups), table_comm(groups), table_fig7(groups), table_assumption1(groups)] + \
+        _related_tables(groups)
 
 
 def _related_tables(groups: dict[Key, Group]) -> list[Table]:

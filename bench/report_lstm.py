@@ -1,8 +1,8 @@
 """The paper's LSTM tables (V, IX, X) and Fig. 6 from run records, our numbers beside the paper's.
 
 Nothing is trained. `tables(groups)` returns bench.report.Table objects (the same markdown/CSV
-format as the other tables); `figure_plan(groups)` lists the BPC-vs-wall-clock figures (Fig. 6) in
-bench.plots' (file name, drawer) form. Fig. 4 (Assumption 1 per group) is bench.plots' Fig. 3
+format as the other tables, and bench.report renders them with the rest); `fig6` draws BPC vs
+wall-clock (Fig. 6), planned by bench.plots with the other figures. Fig. 4 (Assumption 1 per group) is bench.plots' Fig. 3
 drawer, which takes LSTM records as they are. Every row of ours names its profile; a paper cell with
 no completed record says `missing`.
 """
@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 from typing import Callable
 
-from .report import MISSING, Group, Key, Table, fmt_ours, mean_std, sort_key
+from .report import MISSING, Group, Key, Table, _profiles_text, fmt_ours, mean_std, sort_key
 
 LSTM_LAYERS = {"lstm2": 2, "lstm3": 3, "lstm4": 4}
 PAPER_UNITS = {"lstm2": 950, "lstm3": 750, "lstm4": 600}
@@ -108,11 +108,11 @@ def table_V(groups: dict[Key, Group]) -> Table:
             rows.append(([g.data, f"{layers} ({_units(g)})", _label(g.method, g.groups), str(g.groups), ptxt,
                           txt + ("" if g.profile == "paper" else f" ({g.profile})"),
                           "-" if diff is None else f"{diff:+.3f}", "-" if uni is None else f"{uni:.3f}", g.profile,
-                          ",".join(map(str, g.seeds)) or "-", g.executor, g.steps, g.status],
+                          g.seeds_text, g.executor, g.steps, g.status],
                          ["V", g.data, g.model, _units(g), g.method, g.groups, pv, m, s if n else None, n, diff, uni,
                           g.profile, " ".join(map(str, g.seeds)), g.executor, g.steps, g.status]))
     return Table("table_V_lstm_bpc", "Table V — LSTM test bits per character (BPC), BP vs LCT "
-                 "(a critic between every pair of layers)",
+                 f"(a critic between every pair of layers) (profiles: {_profiles_text(ours)})",
                  ["Paper: PTB and enwik8, 2/3/4 layers of 950/750/600 units, batch 128, BPTT 150, Adam. Ours name their "
                   "profile and units; only the `paper` profile on ptb/enwik8 is a reproduction. `unigram BPC`: entropy "
                   "of the test text's own character frequencies, the bar any model using context must clear. "
@@ -158,11 +158,12 @@ def table_IX(groups: dict[Key, Group]) -> Table:
             nums.append(m)
         txt, m, _, n = _ours_cell(g, _bpc)
         rows.append(([g.data, f"{g.model} ({_units(g)})", _label(g.method, g.groups), f"ours ({g.profile})", *cols, txt,
-                      g.profile, ",".join(map(str, g.seeds)) or "-", g.status],
+                      g.profile, g.seeds_text, g.status],
                      ["IX", g.data, g.model, _units(g), g.method, g.groups, "ours", *nums, m, n, g.profile,
                       " ".join(map(str, g.seeds)), g.executor, g.status]))
+    lstm = [g for g in groups.values() if is_lstm_group(g)]
     return Table("table_IX_lstm_submodels", "Table IX — BPC of the LSTM sub-models (layers 1..i + critic i) and the main "
-                 "network", ["Paper: LCT_n3, 4 layers of 600 units. Sub_i of ours with fewer than 4 groups: — . "
+                 f"network (profiles: {_profiles_text(lstm)})", ["Paper: LCT_n3, 4 layers of 600 units. Sub_i of ours with fewer than 4 groups: — . "
                              "Our rows name their profile; only `paper` on ptb/enwik8 is a reproduction."],
                  IX_MD, IX_CSV, rows)
 
@@ -238,7 +239,9 @@ def table_X(groups: dict[Key, Group]) -> Table:
         rows += _x_rows(f"ours: {g.data} {g.model} ({c.get('hidden')} units) {_label(g.method, g.groups)}, "
                         f"profile {g.profile}", g.data, g.model, c.get("hidden"), r.get("split") or {},
                         c["batch_size"], c.get("bptt") or 0, paper=False)
-    return Table("table_X_lstm_complexity", "Table X — FLOPs and parameters of the LSTM sub-models (LCT)",
+    lstm = [g for g in groups.values() if is_lstm_group(g) and g.method == "lct" and g.groups > 1]
+    return Table("table_X_lstm_complexity", "Table X — FLOPs and parameters of the LSTM sub-models (LCT) "
+                 f"(profiles: architecture{', ' + _profiles_text(lstm) if lstm else ''})",
                  ["FLOPs of one forward pass over a batch (paper: 128 sequences x 150 characters), 2 per multiply-add, "
                   "matmuls only; in parentheses the critic's FLOPs / parameters and its share of the sub-model. The "
                   "architecture rows are computed from the model definition (no run); rows of ours use each run's "
@@ -277,18 +280,6 @@ def fig6(gs: list[Group], path: Path) -> None:
     ax.legend(loc="best")
     g0 = gs[0]
     fig.suptitle(f"BPC vs training time (paper Fig. 6: PTB, 4-layer LSTM; LCT_n1 -16.7%, LCT_n3 -35.8% vs BP)\n"
-                 f"{_subtitle(g0.profile, g0.data, g0.model)}; in-process time is serial (simulated), "
-                 f"not parallel", fontsize=9)
+                 f"{_subtitle(g0.profile, g0.data, g0.model, g0.executor)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
-
-
-def figure_plan(groups: dict[Key, Group]) -> list[tuple[str, Callable[[Path], None]]]:
-    """(file name under plots/, drawer): one Fig. 6 per (profile, data, model, executor kind) of LSTM records."""
-    by: dict[tuple, list[Group]] = {}
-    for g in groups.values():
-        if is_lstm_group(g) and any(r["curves"].get("test_bpc") for r in g.completed):
-            kind = "simulated" if g.executor == "simulated" else "parallel"
-            by.setdefault((g.profile, g.data, g.model, kind), []).append(g)
-    return [(f"fig6_bpc_vs_time_{p}_{d}_{m}_{kind}.png", lambda path, gs=gs: fig6(gs, path))
-            for (p, d, m, kind), gs in sorted(by.items())]

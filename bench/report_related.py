@@ -27,7 +27,7 @@ def _mb(values: list[float]) -> str:
 
 
 def table_related(groups) -> R.Table:
-    settings = {(g.data, g.model, g.profile, g.executor) for g in groups.values() if g.method in RELATED}
+    settings = {(g.data, g.model, g.profile, g.executor, g.setting) for g in groups.values() if g.method in RELATED}
     md_cols = ["data", "model", "method", "K / S", "profile", "time", "seeds", "steps", "test acc (%)",
                "train time (s)", "time / BP", "rounds", "MB / round (Table 1 conv.)", "wire MB / round",
                "aggregation s / round", "status"]
@@ -36,7 +36,7 @@ def table_related(groups) -> R.Table:
                 "wire_bytes_per_round", "aggregation_s_per_round", "status"]
     rows = []
     for g in groups.values():
-        if g.method not in ORDER or (g.data, g.model, g.profile, g.executor) not in settings:
+        if g.method not in ORDER or (g.data, g.model, g.profile, g.executor, g.setting) not in settings:
             continue
         acc, t = g.values(lambda r: r["final"].get("test_acc")), g.values(R.train_time)
         tm = R.mean_std(t)[0]
@@ -45,7 +45,7 @@ def table_related(groups) -> R.Table:
         ratio = tm / bpt if tm is not None and bpt else None
         rounds, by = g.values(_comm("rounds")), g.values(_comm("bytes_per_round"))
         wire, agg = g.values(_comm("wire_bytes_per_round")), g.values(_comm("aggregation_s_per_round"))
-        rows.append(([g.data, g.model, g.method, str(g.groups), g.profile, g.executor, ",".join(map(str, g.seeds)),
+        rows.append(([g.data, g.model, g.method, str(g.groups), g.profile, g.executor, g.seeds_text,
                       g.steps, R.fmt_ours(acc), R.fmt_ours(t, 1), R.fmt(ratio, 2),
                       R.fmt(R.mean_std(rounds)[0], 0), _mb(by), _mb(wire), R.fmt(R.mean_std(agg)[0], 3), g.status],
                      ["related", g.data, g.model, g.method, g.groups, g.profile, g.executor, " ".join(map(str, g.seeds)),
@@ -57,7 +57,8 @@ def table_related(groups) -> R.Table:
     paper = "; ".join(f"{m} " + " / ".join(f"{v:.3f}" for v in vs) for m, vs in PAPER_TABLE1.items())
     return R.Table(
         "related_methods",
-        "Related-work methods beside BP and LCT: accuracy, time, and communication per round",
+        "Related-work methods beside BP and LCT: accuracy, time, and communication per round "
+        f"(profiles: {R._profiles_text(g for g in groups.values() if g.method in RELATED)})",
         ["`greedy`: each group trained by its own head only (LCT without the critic cascade). `admm`: Taylor et al. "
          "2016 on the MLP (no gradients). `auxvar`: quadratic-penalty auxiliary-variable training. `resist` / "
          "`localsgd`: K = S workers, each on 1/S of every batch, aggregated every l steps; bytes per round in "

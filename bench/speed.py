@@ -30,7 +30,7 @@ from .runner import measure_split
 
 REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
             "comm_share", "peak_mem_mb_max_worker"]
-EXTRA = ["status", "samples_per_s_runs", "ratio_to_ideal", "comm_share_max_worker", "paper_comm_share",
+EXTRA = ["status", "samples_per_s_best", "samples_per_s_runs", "ratio_to_ideal", "comm_share_max_worker", "paper_comm_share",
          "train_mem_mb_max_worker", "staleness_mean", "step_time_s", "slowest_worker_compute_share", "executor",
          "profile", "data", "model", "split", "group_units", "batch_size", "timed_steps"]
 
@@ -86,10 +86,16 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run of median throughput (the lower one of an even count). Not the fastest: on a shared machine a
+    run can also be lucky (bp on one worker once ran 29% faster than its two other runs)."""
+    return sorted(runs, key=lambda r: r["final"]["samples_per_s"])[(len(runs) - 1) // 2]
+
+
 def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
-    """The fastest of a configuration's runs (noise from other load only ever slows a run down), with every
-    run's throughput beside it. Shares are means over workers, like the paper's (the busiest worker too)."""
-    record = max(runs, key=lambda r: r["final"]["samples_per_s"])
+    """A configuration's median run, with its fastest and every run's throughput beside it. Shares are means
+    over workers, like the paper's (the busiest worker too)."""
+    record = median_run(runs)
     workers, final = record["workers"], record["final"]
     sps = final["samples_per_s"]
     cuda = workers[0]["device"].startswith("cuda")
@@ -105,6 +111,7 @@ def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
         "comm_share": round(_mean([w["comm_share"] for w in workers]), 4),
         "peak_mem_mb_max_worker": round(max(mem), 1),
         "status": "completed",
+        "samples_per_s_best": round(max(r["final"]["samples_per_s"] for r in runs), 1),
         "samples_per_s_runs": "/".join(f"{r['final']['samples_per_s']:.0f}" for r in runs),
         "ratio_to_ideal": round(sps / (bp1 * case.workers * case.threads), 3) if bp1 else "",
         "comm_share_max_worker": round(max(w["comm_share"] for w in workers), 4),
@@ -130,10 +137,10 @@ def _failed_row(case: Case, error: str) -> dict:
 
 def _markdown(rows: list[dict], header: str) -> str:
     cols = ["method", "workers", "schedule", "threads_per_worker", "group_units", "samples_per_s",
-            "samples_per_s_runs", "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share",
+            "samples_per_s_best", "samples_per_s_runs", "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share",
             "peak_mem_mb_max_worker", "train_mem_mb_max_worker", "staleness_mean", "slowest_worker_compute_share",
             "status"]
-    names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s (best)", "every run",
+    names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s (median)", "best", "every run",
              "vs bp 1 worker", "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)",
              "peak MB (max worker)", "training MB (max worker)", "staleness", "busiest worker computing", "status"]
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
@@ -146,7 +153,7 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
               data_root: str | None = None, only: list[str] | None = None, command: str | None = None,
               repeats: int = 3) -> Path:
     """Run every configuration `repeats` times (round after round, so a slow spell of the machine hits every
-    configuration alike), keep each one's fastest run, print the table, write the CSV and markdown; returns
+    configuration alike), report each one's median run, print the table, write the CSV and markdown; returns
     the CSV's path. A configuration that fails is a row saying so; the others go on."""
     import torch
 
@@ -189,7 +196,7 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
             runs[case.label].append(record)
             print(f"{record['final']['samples_per_s']:.1f} samples/s", flush=True)
     load_after = os.getloadavg()
-    bp1 = max((r["final"]["samples_per_s"] for r in runs.get("bp_w1_t1", [])), default=None)
+    bp1 = median_run(runs["bp_w1_t1"])["final"]["samples_per_s"] if runs.get("bp_w1_t1") else None
     rows = [_failed_row(c, errors[c.label]) if c.label in errors else _row(c, runs[c.label], bp1) for c in todo]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REQUIRED + EXTRA, lineterminator="\n")
@@ -200,12 +207,13 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
     command = command or "python -m bench speed " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     batch = next((r["batch_size"] for r in rows if r["batch_size"] != ""), "?")
     header = (f"# Training throughput, profile `{profile}` ({model}, {data}, batch {batch}, {split} split, "
-              f"{steps} timed steps after {warmup} warm-up, best of {repeats} runs)\n\n"
+              f"{steps} timed steps after {warmup} warm-up, median of {repeats} runs)\n\n"
               f"Command: `{command}`  \nMachine: {_machine()}, device {device}, torch {torch.__version__}; "
               f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
               f"{time.time() - t_start:.0f} s in all.  \n"
               "Executor: distributed, one process per worker (truly parallel, not simulated). Each configuration "
-              "ran once per round, round after round; its row is its fastest run (`every run` lists them all). "
+              "ran once per round, round after round; its row is its median run (`best` and `every run` beside it), "
+              "and the ratios are between medians. "
               "comm share (blocked) = time a worker waits on communication (transfer, and waiting for the "
               "neighbour) over its step time; paper est. = the paper's method, the time to move tensors of the "
               "boundary sizes over the step time; both are means over workers. Peak MB = peak RSS of a worker "

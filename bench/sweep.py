@@ -31,8 +31,8 @@ GRIDS = {
     "cifar10": (("cifar10",), ("resnet50", "resnet101"), TABLE1_METHODS),
     "cifar100": (("cifar100",), ("resnet50", "resnet101"), TABLE1_METHODS),
     "resnet182": (("cifar10", "cifar100"), ("resnet182",), [("bp", 1)] + [("lct", k) for k in (2, 3, 4)]),
-    "mlp": (("mnist", "cifar10"), ("mlp",), [("bp", 1), ("dni", 2), ("lct", 2)]),
-    # Table I/II/IV ImageNet rows (Table I has no DNI on ImageNet).
+    "mlp": (("mnist", "cifar10"), ("mlp",), [("bp", 1), ("admm", 2), ("dni", 2), ("lct", 2)]),
+    # Table I/IV ImageNet rows (Table I has no DNI on ImageNet; Table II's ResNet-182 is not in this grid).
     "imagenet": (("imagenet",), ("resnet50", "resnet101"),
                  [("bp", 1)] + [("lct", k) for k in (2, 3, 4)] + [("joint", 4)]),
     # Tables V and IX (LSTMs): bp, and lct with a critic between every pair of layers (K None: one group per
@@ -109,17 +109,19 @@ def run_sweep(name: str, profile: str, seeds: list[int], base: RunConfig, progre
 
 
 def summary_table(paths: list[Path]) -> str:
-    """Markdown: one row per record, with the profile and data named (never passed off as the paper's)."""
-    rows = ["| data | model | method | K | profile | seed | status | test acc (%) | sub-model acc (%) | "
-            "train time (s) | steps |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for p in paths:
-        if not Path(p).exists():
-            continue
-        r = read_record(p)
+    """Markdown: one row per record, with the profile and data named (never passed off as the paper's). Text
+    runs (the LSTMs) show bits per character, image runs test accuracy."""
+    records = [read_record(p) for p in paths if Path(p).exists()]
+    text = any(r["final"].get("test_bpc") is not None for r in records)
+    metric, sub = ("test BPC", "sub-model BPC") if text else ("test acc (%)", "sub-model acc (%)")
+    rows = [f"| data | model | method | K | profile | seed | status | {metric} | {sub} | train time (s) | steps |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
         c, f = r["config"], r["final"]
-        acc = f"{f['test_acc']:.2f}" if f.get("test_acc") is not None else "-"
-        subs = " / ".join(f"{a:.1f}" for a in f.get("sub_acc") or []) or "-"
+        value, subs, digits = (f.get("test_bpc"), f.get("sub_bpc"), 3) if text else (f.get("test_acc"), f.get("sub_acc"), 2)
+        main = f"{value:.{digits}f}" if value is not None else "-"
+        subs = " / ".join(f"{a:.{digits}f}" for a in subs or []) or "-"
         t = f"{f['train_time_s']:.1f}" if f.get("train_time_s") is not None else "-"
         rows.append(f"| {c['data']} | {c['model']} | {c['method']} | {c['groups']} | {c['profile']} | {c['seed']} "
-                    f"| {r['status']} | {acc} | {subs} | {t} | {f.get('steps', '-')} |")
+                    f"| {r['status']} | {main} | {subs} | {t} | {f.get('steps', '-')} |")
     return "\n".join(rows) + "\n"

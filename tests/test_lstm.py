@@ -310,7 +310,7 @@ def test_bad_lstm_input_is_one_line_error(kw, needle, tmp_path):
 
 def test_report_tables_v_ix_x(tmp_path):
     """Our rows beside the paper's, profile named; paper cells without a record say missing."""
-    from bench import report, report_lstm
+    from bench import plots, report, report_lstm
 
     paths = [bench.runner.run(_cfg(tmp_path, method=m, groups=k, model="lstm2"), progress=False)
              for m, k in (("bp", 1), ("lct", None))]
@@ -326,10 +326,13 @@ def test_report_tables_v_ix_x(tmp_path):
     assert arch["Sub_1"][2].startswith("68 (1.15") and arch["Main"][2].startswith("400")
     assert arch["Sub_3"][3].startswith("7.5") and arch["Main"][5] == "401"
     assert any(row[0].startswith("ours: pytext lstm2 (32 units) LCT_n1") for row, _ in x.rows)
-    names = [name for name, _ in report_lstm.figure_plan(groups)]
-    assert names == ["fig6_bpc_vs_time_smoke_pytext_lstm2_simulated.png"]
-    report_lstm.figure_plan(groups)[0][1](tmp_path / names[0])
-    assert (tmp_path / names[0]).stat().st_size > 1000
+    fig6 = [(name, draw) for name, draw in plots.plan(groups) if name.startswith("fig6")]
+    assert [name for name, _ in fig6] == ["fig6_bpc_vs_time_smoke_pytext_lstm2_simulated.png"]
+    fig6[0][1](tmp_path / fig6[0][0])
+    assert (tmp_path / fig6[0][0]).stat().st_size > 1000
+    # the full report has them too
+    files = report.render(report.load_records(paths))
+    assert {"table_V_lstm_bpc.md", "table_IX_lstm_submodels.md", "table_X_lstm_complexity.md"} <= set(files)
 
 
 @pytest.mark.parametrize("method", ["lct", "bp"])

@@ -164,7 +164,8 @@ def test_deleting_a_record_shows_the_cell_as_missing(results):
     # without BP, the time reduction of LCT vs BP cannot be given
     t = find(csv_rows(files["fig5_training_time.csv"]), data="cifar10", model="resnet50", method="lct", groups=4)[0]
     assert t["reduction_pct"] == ""
-    assert "| cifar10 | resnet50 | ours (cpu, 1/2 seeds, simulated) | missing | 70.00 |" in files["REPORT.md"]
+    assert ("| cifar10 | resnet50 | ours (cpu, 1/2 seeds, simulated) | width 0.125, batch 128, 100 steps, paper split "
+            "| missing | 70.00 |") in files["REPORT.md"]
 
 
 def test_other_tables_land_in_the_right_cells(results):
@@ -233,7 +234,7 @@ def test_every_table_names_its_profiles_and_time_kind(results):
             assert "(profiles: " in title, name
             assert "simulated" in text or "profile" in text, name
     assert "ours (cpu, 1/2 seeds, simulated)" in files["REPORT.md"]
-    assert "| cifar10 | resnet50 | paper | 93.79 |" in files["REPORT.md"]
+    assert "| cifar10 | resnet50 | paper | Section V | 93.79 |" in files["REPORT.md"]
 
 
 def test_regeneration_is_byte_identical_and_order_free(results, tmp_path):
@@ -305,3 +306,34 @@ def test_committed_tables_regenerate_byte_for_byte():
     files = report.render(records, base=ROOT, figures=plots.figure_names(records))
     for name, text in files.items():
         assert (committed / name).read_text() == text, f"results/{name} is stale: run `nox -s tables`"
+
+
+def test_other_settings_and_repeats_are_never_averaged(tmp_path):
+    """A run with `--steps` (another setting) stands apart from the profile's runs; repeats of one seed (the
+    speed benchmark runs each configuration several times) count once, by their median run."""
+    recs = [record("cifar10", "resnet50", "lct", 4, seed=0, acc=90.0), record("cifar10", "resnet50", "lct", 4, seed=1,
+                                                                              acc=92.0),
+            record("cifar10", "resnet50", "lct", 4, seed=2, acc=10.0, steps=40)]
+    for i, sps in enumerate((900.0, 1300.0, 1000.0)):
+        r = record("cifar10", "resnet50", "bp", 1, acc=None, distributed=True, time_s=128 * 100 / sps,
+                   workers=workers(1))
+        r["final"]["samples_per_s"] = sps
+        r["_path"] = f"run{i}"
+        recs.append(r)
+    for i, r in enumerate(recs[:3]):
+        r["_path"] = f"lct{i}"
+    groups = report.group_records(recs)
+    lct = [g for g in groups.values() if g.method == "lct"]
+    assert sorted(len(g.completed) for g in lct) == [1, 2]
+    assert {g.setting for g in lct} == {"width 0.125, batch 128, 100 steps, paper split",
+                                        "width 0.125, batch 128, 40 steps, paper split"}
+    assert sorted(g.values(lambda r: r["final"]["test_acc"]) for g in lct) == [[10.0], [90.0, 92.0]]
+    (bp,) = [g for g in groups.values() if g.method == "bp"]
+    assert [r["final"]["samples_per_s"] for r in bp.completed] == [1000.0]
+    assert bp.seeds_text == "0 (median of 3 runs)"
+
+
+def test_cpu_memory_is_never_compared_with_the_papers_gpu_memory(results):
+    files = render(results)
+    rows = find(csv_rows(files["table_VI_memory.csv"]), data="cifar100", method="lct", groups=4, worker=1)
+    assert rows[0]["measure"] == "peak RSS" and float(rows[0]["paper_mib"]) == 4659 and rows[0]["diff"] == ""
