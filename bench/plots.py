@@ -157,6 +157,19 @@ def fig5(groups: list[Group], path: Path) -> None:
 # Communication share and Fig. 7 (distributed records)
 
 
+def _short(g: Group) -> str:
+    """A method's name short enough for an axis label: LCT_n1, BP, GPipe K=2, DDP K=2, resist S=2."""
+    if g.method in ("gpipe", "ddp"):
+        return f"{'GPipe' if g.method == 'gpipe' else 'DDP'} K={g.groups}"
+    if g.method in ("resist", "localsgd"):
+        return f"{g.method} S={g.groups}"
+    return P.label(g.method, g.groups)
+
+
+def _schedule(executor: str) -> str:
+    return executor[len("parallel "):].strip("()") or "-"
+
+
 def fig_comm(groups: list[Group], path: Path) -> None:
     plt = _plt()
     from matplotlib.patches import Patch
@@ -186,8 +199,7 @@ def fig_comm(groups: list[Group], path: Path) -> None:
         if pv is not None:
             ax.plot([i - 0.45, i + 0.45], [pv, pv], color="#aa0000", lw=2)
             paper_drawn = True
-        sched = g.executor[len("parallel "):].strip("()") or "-"
-        labels.append(f"{P.label(g.method, g.groups)}\n{sched}\n{g.data} {g.model}\n{g.profile}")
+        labels.append(f"{_short(g)}\n{_schedule(g.executor)}\n{g.data}\n{g.model}\n{g.profile}, {g.steps} steps")
     ax.set_xticks(range(len(gs)), labels, fontsize=7)
     ax.set_ylabel("time blocked on communication / training time (%)")
     ax.set_title("Communication share per worker (distributed executor, measured)")
@@ -211,7 +223,8 @@ def fig7(all_groups: dict[Key, Group], path: Path) -> None:
             continue
         tb = mean_std(bp.values(train_time))[0]
         tl = mean_std(lct.values(train_time))[0] if lct and lct.values(train_time) else None
-        rows.append((g, mean_std(g.values(train_time))[0] / tb, None if tl is None else tl / tb))
+        rows.append((g, mean_std(g.values(train_time))[0] / tb, None if tl is None else tl / tb,
+                     _schedule(lct.executor) if lct else "-"))
     if not rows:
         _empty(path, "Pipelined BP vs LCT, time normalised by BP (paper Fig. 7)",
                "no records: needs distributed gpipe, lct and bp runs\n"
@@ -219,7 +232,7 @@ def fig7(all_groups: dict[Key, Group], path: Path) -> None:
         return
     fig, ax = plt.subplots(figsize=(max(5.5, 1.8 * len(rows) + 2), 4.2))
     top = 1.0
-    for i, (g, tg, tl) in enumerate(rows):
+    for i, (g, tg, tl, _) in enumerate(rows):
         ax.bar(i - 0.17, tg, 0.32, color=COLORS["gpipe"], label="pipelined BP (GPipe)" if i == 0 else None)
         if tl is not None:
             ax.bar(i + 0.17, tl, 0.32, color=COLORS["lct"], label="LCT" if i == 0 else None)
@@ -235,7 +248,8 @@ def fig7(all_groups: dict[Key, Group], path: Path) -> None:
         ax.text(i, max(tg, tl or 0, 1.0) * 1.03, note, ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, top * 1.35)
     ax.axhline(1, color="#222222", lw=1, ls="--", label="BP = 1")
-    ax.set_xticks(range(len(rows)), [f"{g.data} {g.model}\nK={g.groups} ({g.profile})" for g, _, _ in rows])
+    ax.set_xticks(range(len(rows)), [f"{g.data} {g.model}, K={g.groups} ({g.profile})\n{_schedule(g.executor)} vs LCT "
+                                     f"{lct_sched}" for g, _, _, lct_sched in rows], fontsize=8)
     ax.set_ylabel("training time / BP training time")
     ax.set_title("Pipelined BP vs LCT, normalised by BP (paper Fig. 7), distributed executor")
     ax.legend(loc="lower right")
