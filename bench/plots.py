@@ -342,8 +342,9 @@ def plan(groups: dict[Key, Group]) -> list[tuple[str, Callable[[Path], None]]]:
         if _curve(g):
             kind = "simulated" if g.executor == "simulated" else "parallel"  # all schedules in one figure
             by.setdefault(("fig5", g.profile, g.data, g.model, kind, g.setting), []).append(g)
-        if g.method in ("lct", "joint") and g.groups > 1 and g.completed and not is_lstm_group(g):
-            by.setdefault(("anytime", g.profile, g.data, g.model, g.setting), []).append(g)
+        if g.method in ("lct", "joint") and g.groups > 1 and not is_lstm_group(g) \
+                and g.values(lambda r: r["final"].get("test_acc")):
+            by.setdefault(("anytime", g.profile, g.data, g.model, g.training_setting), []).append(g)
         if is_lstm_group(g) and any(r["curves"].get("test_bpc") for r in g.completed):
             kind = "simulated" if g.executor == "simulated" else "parallel"
             by.setdefault(("fig6", g.profile, g.data, g.model, kind, g.setting), []).append(g)
@@ -387,10 +388,19 @@ def figure_names(records: list[dict]) -> list[str]:
     return [f"plots/{name}" for name, _ in plan(group_records(records))]
 
 
+# the names of the files this module draws: a file of these kinds that the records no longer give is removed
+GENERATED = ("fig3_", "fig5_", "fig6_", "fig7_", "anytime_", "communication_share")
+
+
 def render(records: list[dict], out: Path) -> list[Path]:
+    """Draw every figure the records give into `out`, and remove figures of ours they no longer give (a
+    deleted record must not leave its picture behind)."""
     out = Path(out)
     paths = []
     for name, draw in plan(group_records(records)):
         draw(out / name)
         paths.append(out / name)
+    for stale in sorted(out.glob("*.png")):
+        if stale not in paths and stale.name.startswith(GENERATED):
+            stale.unlink()
     return paths

@@ -93,10 +93,11 @@ def is_parallel(executor: str) -> bool:
 Key = tuple  # (data, model, method, groups, profile, executor, setting, options)
 
 
-def setting_of(rec: dict) -> str:
+def setting_of(rec: dict, threads: bool = True) -> str:
     """The run's conditions beyond its profile that make two numbers comparable: width, batch, steps, split
-    rule, threads (per worker on real workers), and units and BPTT for the LSTMs. Records that differ in any
-    of them (e.g. `--steps`, or the speed benchmark's short runs) are never averaged together."""
+    rule, threads (per worker on real workers; left out with threads=False, for what they cannot change, like
+    a sub-model's FLOPs), and units and BPTT for the LSTMs. Records that differ in any of them (e.g.
+    `--steps`, or the speed benchmark's short runs) are never averaged together."""
     c = rec["config"]
     width = c.get("width")
     parts = [f"width {'-' if width is None else format(width, 'g')}", f"batch {c.get('batch_size')}",
@@ -104,10 +105,9 @@ def setting_of(rec: dict) -> str:
              f"{c.get('split_rule', 'paper')} split"]
     if c.get("hidden"):
         parts.append(f"{c['hidden']} units, bptt {c.get('bptt')}")
-    threads = (c.get("distributed") or {}).get("threads_per_worker") if executor_of(rec) != "simulated" \
-        else c.get("threads")
-    if threads:
-        parts.append(f"{threads} thread{'s' if threads > 1 else ''}" + ("/worker" if executor_of(rec) != "simulated" else ""))
+    n = (c.get("distributed") or {}).get("threads_per_worker") if executor_of(rec) != "simulated" else c.get("threads")
+    if n and threads:
+        parts.append(f"{n} thread{'s' if n > 1 else ''}" + ("/worker" if executor_of(rec) != "simulated" else ""))
     return ", ".join(parts)
 
 
@@ -143,6 +143,11 @@ class Group:
     executor = property(lambda self: self.key[5])
     setting = property(lambda self: self.key[6])
     options = property(lambda self: self.key[7])
+
+    @property
+    def training_setting(self) -> str:
+        """The setting without the thread counts (which change times, not what is trained)."""
+        return setting_of(self.records[0], threads=False)
 
     @property
     def completed(self) -> list[dict]:

@@ -267,6 +267,11 @@ def test_every_figure_is_drawn(results, tmp_path, monkeypatch):
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000, p
     assert plots.figure_names(records) == [f"plots/{p.name}" for p in paths]
+    # without the DNI record its Fig. 3 goes; a picture that is not ours stays
+    (tmp_path / "plots" / "mine.png").write_bytes(b"x")
+    plots.render([r for r in records if r["config"]["method"] != "dni"], tmp_path / "plots")
+    assert not (tmp_path / "plots" / "fig3_assumption1_cpu_cifar10_resnet50_dni.png").exists()
+    assert (tmp_path / "plots" / "mine.png").exists() and (tmp_path / "plots" / "fig7_pipelined_bp.png").exists()
 
 
 def test_figures_without_records_are_clearly_empty(tmp_path):
