@@ -199,7 +199,9 @@ def fig_comm(groups: list[Group], path: Path) -> None:
         if pv is not None:
             ax.plot([i - 0.45, i + 0.45], [pv, pv], color="#aa0000", lw=2)
             paper_drawn = True
-        labels.append(f"{_short(g)}\n{_schedule(g.executor)}\n{g.data}\n{g.model}\n{g.profile}, {g.steps} steps")
+        threads = (g.completed[0]["config"].get("distributed") or {}).get("threads_per_worker")
+        labels.append(f"{_short(g)}\n{_schedule(g.executor)}" + (f", {threads} thr/worker" if threads else "")
+                      + f"\n{g.data}\n{g.model}\n{g.profile}, {g.steps} steps")
     ax.set_xticks(range(len(gs)), labels, fontsize=7)
     ax.set_ylabel("time blocked on communication / training time (%)")
     ax.set_title("Communication share per worker (distributed executor, measured)")
