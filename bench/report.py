@@ -919,10 +919,10 @@ def assumption1_minima(rec: dict) -> list[dict]:
 
 
 def table_assumption1(groups) -> Table:
-    md_cols = ["data", "model", "method", "K", "profile", "seeds", "group", "min mu_k (step)", "min cos",
-               "last mu_k", "last cos", "mu_k > 0 throughout"]
+    md_cols = ["data", "model", "method", "K", "profile", "setting", "time", "seeds", "group", "min mu_k (step)",
+               "min cos", "last mu_k", "last cos", "mu_k > 0 throughout"]
     csv_cols = ["table", "data", "model", "method", "groups", "profile", "executor", "seeds", "group", "min_mu",
-                "min_mu_step", "min_cos", "last_mu", "last_cos", "holds"]
+                "min_mu_step", "min_cos", "last_mu", "last_cos", "holds", "setting"]
     rows = []
     for g in groups.values():
         per_seed = [(r["config"]["seed"], assumption1_minima(r)) for r in g.completed]
@@ -937,13 +937,14 @@ def table_assumption1(groups) -> Table:
             last_cos = mean_std([x["last_cos"] for x in ms if x["last_cos"] is not None])[0]
             holds = worst["min_mu"] > 0
             seeds = ",".join(str(s) for s, _ in per_seed)
-            rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, seeds,
+            rows.append(([g.data, g.model, _label(g.method, g.groups), str(g.groups), g.profile, g.setting, g.executor,
+                          seeds,
                           str(j + 1) + (" (backprop)" if j + 1 == g.groups else ""),
                           f"{worst['min_mu']:.4f} ({worst['min_mu_step']})", fmt(min_cos, 4), fmt(last_mu, 4),
                           fmt(last_cos, 4), "yes" if holds else "**no**"],
                          ["assumption1", g.data, g.model, g.method, g.groups, g.profile, g.executor,
                           seeds.replace(",", " "), j + 1, worst["min_mu"], worst["min_mu_step"], min_cos, last_mu,
-                          last_cos, "yes" if holds else "no"]))
+                          last_cos, "yes" if holds else "no", g.setting]))
     return Table("assumption1",
                  f"Assumption 1 (Figs. 3, 4) — mu_k = <G_k, g_k>/||G_k||² and cos(G_k, g_k) over training "
                  f"(profiles: {_profiles_text(g for g in groups.values() if any(assumption1_minima(r) for r in g.completed))})",
