@@ -155,11 +155,11 @@ RELATED_RUNS = [  # (method, K or S workers, model, executor): the related-work 
 
 @nox.session(python=PYTHON, default=False)
 def related(session: nox.Session) -> None:
-    """Related work on the digits (cpu profile, 300 steps): greedy/auxvar vs bp/lct, admm (MLP), resist vs localsgd (also on real workers)."""
+    """Related work on the digits (cpu profile, 300 steps): greedy/auxvar vs bp/lct, admm (MLP), resist vs localsgd (also on real workers); then `nox -s tables`."""
     install(session)
     out = "results/related_cpu/records"
     for method, k, model, executor in RELATED_RUNS:
         session.run("python", "-m", "bench", "run", "--method", method, "--groups", str(k), "--model", model,
                     "--executor", executor, "--data", "digits", "--profile", "cpu", "--steps", "300", "--threads", "1",
                     "--no-progress", "--out", out, *session.posargs)
-    session.run("python", "-m", "bench", "report", "--records", out, "--results", "results/related_cpu", "--no-plots")
+    # their table is results/related_methods.md, rendered with the others by `nox -s tables`
