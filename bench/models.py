@@ -83,6 +83,21 @@ def _channels(base: int, width: float) -> int:
     return max(1, round(base * width))
 
 
+def bottleneck_units(block: type[nn.Module], stages: tuple[int, ...], in_ch: int, width: float
+                     ) -> tuple[list[nn.Module], list[str], list[int], int]:
+    """One unit per bottleneck block of `stages` (blocks per stage), widths 64-128-256-512 x width, stride 2
+    at the start of every stage but the first: (units, names conv{stage}_{block}, weight layers, out channels)."""
+    units, names, layers = [], [], []
+    for stage, blocks in enumerate(stages):
+        mid = _channels(64 * 2**stage, width)
+        for b in range(blocks):
+            units.append(block(in_ch, mid, 2 if stage > 0 and b == 0 else 1))
+            in_ch = mid * block.expansion
+            names.append(f"conv{stage + 2}_{b + 1}")
+            layers.append(3)
+    return units, names, layers, in_ch
+
+
 STEMS = ("cifar", "imagenet")
 IMAGENET_STEM_MIN_SIZE = 64  # build_model's default: inputs this large get the ImageNet stem
 
@@ -101,19 +116,10 @@ def resnet(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0
     else:
         units = [nn.Sequential(nn.Conv2d(in_channels, stem_ch, 3, padding=1, bias=False),
                                nn.BatchNorm2d(stem_ch), nn.ReLU(inplace=True))]
-    names, layers = ["stem"], [1]
-    in_ch = stem_ch
-    for stage, blocks in enumerate(stages):
-        mid = _channels(64 * 2**stage, width)
-        for b in range(blocks):
-            stride = 2 if stage > 0 and b == 0 else 1
-            units.append(Bottleneck(in_ch, mid, stride))
-            in_ch = mid * Bottleneck.expansion
-            names.append(f"conv{stage + 2}_{b + 1}")
-            layers.append(3)
+    blocks, block_names, block_layers, in_ch = bottleneck_units(Bottleneck, stages, stem_ch, width)
+    units += blocks
     units.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)))
-    names.append("fc")
-    layers.append(1)
+    names, layers = ["stem"] + block_names + ["fc"], [1] + block_layers + [1]
     family = "resnet_imagenet" if stem == "imagenet" else "resnet"
     return UnitModel(name, family, nn.ModuleList(units), names, layers, width)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models import RESNET_STAGES, UnitModel, _channels
+from .models import RESNET_STAGES, UnitModel, _channels, bottleneck_units
 
 PREACT_PREFIX = "preact_"
 
@@ -67,20 +67,11 @@ def preact_resnet(name: str, num_classes: int, in_channels: int = 3, width: floa
                                nn.MaxPool2d(3, stride=2, padding=1))]
     else:
         units = [nn.Sequential(nn.Conv2d(in_channels, stem_ch, 3, padding=1, bias=False))]
-    names, layers = ["stem"], [1]
-    in_ch = stem_ch
-    for stage, blocks in enumerate(stages):
-        mid = _channels(64 * 2**stage, width)
-        for b in range(blocks):
-            stride = 2 if stage > 0 and b == 0 else 1
-            units.append(PreActBottleneck(in_ch, mid, stride))
-            in_ch = mid * PreActBottleneck.expansion
-            names.append(f"conv{stage + 2}_{b + 1}")
-            layers.append(3)
+    blocks, block_names, block_layers, in_ch = bottleneck_units(PreActBottleneck, stages, stem_ch, width)
+    units += blocks
     units.append(nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                                nn.Linear(in_ch, num_classes)))
-    names.append("fc")
-    layers.append(1)
+    names, layers = ["stem"] + block_names + ["fc"], [1] + block_layers + [1]
     family = "resnet_imagenet" if stem == "imagenet" else "resnet"
     return UnitModel(name, family, nn.ModuleList(units), names, layers, width)
 

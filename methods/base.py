@@ -129,6 +129,13 @@ class Stage:
         for group in self.body_opt.param_groups:
             group["lr"] = self.hyper.lr_at(step)
 
+    def _attach_head(self) -> None:
+        """A head after this group (none after the last) that learns with the group's own optimiser, as one
+        sub-model (joint's exits, greedy's auxiliary classifiers)."""
+        if not self.ctx.is_last:
+            self.head = self.ctx.head_factory(self.ctx.out_shape)
+            self.body_opt.add_param_group({"params": list(self.head.parameters())})
+
     def head_logits(self, h: torch.Tensor) -> torch.Tensor | None:
         """Sub-model output at this boundary (critic / exit), or None if the method has no head."""
         return None if self.head is None or self.ctx.is_last else self.head(h)

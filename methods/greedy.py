@@ -28,10 +28,7 @@ class GreedyLocalStage(Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        if not ctx.is_last:
-            self.head = ctx.head_factory(ctx.out_shape)
-            # the head is part of the sub-model: same optimiser, lr schedule and L2 as the group
-            self.body_opt.add_param_group({"params": list(self.head.parameters())})
+        self._attach_head()  # the head is part of the sub-model: same optimiser, lr schedule and L2 as the group
 
     def forward(self, step, x, y):
         h = self.body(x.detach())  # the previous group's output arrives cut from its graph

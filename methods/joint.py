@@ -18,9 +18,7 @@ class JointExitStage(Stage):
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        if not ctx.is_last:
-            self.head = ctx.head_factory(ctx.out_shape)
-            self.body_opt.add_param_group({"params": list(self.head.parameters())})
+        self._attach_head()
 
     def forward(self, step, x, y):
         if self.ctx.is_last:
