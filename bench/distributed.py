@@ -25,6 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
 
 from .config import RunConfig, resolve
 from .errors import BenchError
@@ -78,6 +79,7 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
     stage_cls = create_method(cfg.method)
     if cfg.model not in MODELS:
         raise BenchError(f"unknown model {cfg.model!r}; valid models: {', '.join(MODELS)}")
+    stage_cls.check_model(cfg.model)  # before any process starts
     datasets.check_available(cfg.data, datasets.resolve_data_root(cfg.data_root))
     if stage_cls.run_step.__func__ is not Stage.run_step.__func__ and not hasattr(stage_cls, "run_distributed"):
         raise BenchError(f"{cfg.method} has its own step (run_step), which has no distributed form yet; "
@@ -120,13 +122,16 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
 
 def mark_failed(cfg: RunConfig, dcfg: DistConfig, error: str) -> Path:
     """Make the run record say `failed` (whoever notices first; an existing error is kept)."""
-    path = record_path(cfg, dcfg)
+    return mark_failed_at(record_path(cfg, dcfg), cfg, schedule_name(cfg, dcfg), error)
+
+
+def mark_failed_at(path: Path, cfg: RunConfig, schedule: str, error: str) -> Path:
+    """mark_failed for the record at `path` (also bench.rounds_worker's records)."""
     try:
         record = read_record(path)
     except (OSError, ValueError):
         record = new_record(cfg.to_dict(), cfg.device)
-        record.update(run_id=path.stem, executor="distributed", parallel="parallel",
-                      schedule=schedule_name(cfg, dcfg), workers=[])
+        record.update(run_id=path.stem, executor="distributed", parallel="parallel", schedule=schedule, workers=[])
     if record.get("status") != "failed" or not record.get("error"):
         record["status"], record["error"] = "failed", error
         write_record(record, path)
@@ -223,7 +228,13 @@ def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = Non
         from .runner import measure_split
 
         cfg.split_bounds = measure_split(replace(cfg, threads=dcfg.threads_per_worker))
-    job = LocalJob(cfg, dcfg, log_dir)
+    watch(LocalJob(cfg, dcfg, log_dir), lambda error: mark_failed(cfg, dcfg, error))
+    return record_path(cfg, dcfg)
+
+
+def watch(job: LocalJob, mark: Callable[[str], Path]) -> None:
+    """Wait for a job's workers; if one fails (or the launcher is interrupted), stop the rest, mark the record
+    failed through `mark` and raise a one-line BenchError."""
     try:  # a SIGTERM to the launcher stops the workers too (no orphans)
         previous = signal.signal(signal.SIGTERM, _interrupt)
     except ValueError:  # not the main thread: leave signals alone
@@ -232,7 +243,7 @@ def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = Non
         codes = job.wait()
     except KeyboardInterrupt:
         job.stop()
-        mark_failed(cfg, dcfg, "interrupted")
+        mark("interrupted")
         raise
     finally:
         job.close()
@@ -241,6 +252,5 @@ def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = Non
     if any(codes):
         # the first worker to fail is usually the cause; the others report losing it
         msg = "; ".join(describe_exit(r, c) for r, c in enumerate(codes) if c)
-        path = mark_failed(cfg, dcfg, msg)
+        path = mark(msg)
         raise BenchError(f"distributed run failed: {msg}; record: {path}")
-    return record_path(cfg, dcfg)

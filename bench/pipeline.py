@@ -13,7 +13,6 @@ from torch import nn
 from methods import StageContext, create_method
 from methods.base import Hyper, Stage
 
-from .errors import BenchError
 from .heads import critic
 from .models import UnitModel, recurrent_layers
 from .split import Split, unit_flops
@@ -23,8 +22,7 @@ from .text import bpc, sequence_loss
 def build_stages(method: str, model: UnitModel, split: Split, input_shape: tuple[int, ...],
                  num_classes: int, hyper: Hyper, options: dict | None = None) -> list[Stage]:
     stage_cls = create_method(method)
-    if stage_cls.supported_models is not None and model.name not in stage_cls.supported_models:
-        raise BenchError(f"{method} runs on {', '.join(stage_cls.supported_models)} only, not on {model.name}")
+    stage_cls.check_model(model.name)
     _, shapes = unit_flops(model, input_shape)
     bodies = split.groups(model)
     k = len(bodies)

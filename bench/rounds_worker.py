@@ -34,10 +34,10 @@ import torch
 import torch.distributed as dist
 
 from .config import RunConfig
-from .distributed import DistConfig, LocalJob, describe_exit, validate
+from .distributed import DistConfig, LocalJob, mark_failed_at, validate, watch
 from .errors import BenchError
 from .local_rounds import LocalRounds, float_tensors
-from .records import new_record, read_record, write_record
+from .records import new_record, write_record
 
 
 def record_path(cfg: RunConfig) -> Path:
@@ -46,43 +46,17 @@ def record_path(cfg: RunConfig) -> Path:
 
 # --- launch --------------------------------------------------------------------------------------
 def _mark_failed(cfg: RunConfig, error: str) -> Path:
-    path = record_path(cfg)
-    try:
-        record = read_record(path)
-    except (OSError, ValueError):
-        record = new_record(cfg.to_dict(), cfg.device)
-        record.update(run_id=path.stem, executor="distributed", parallel="parallel", schedule="rounds", workers=[])
-    if record.get("status") != "failed" or not record.get("error"):
-        record["status"], record["error"] = "failed", error
-        write_record(record, path)
-    return path
+    return mark_failed_at(record_path(cfg), cfg, "rounds", error)
 
 
 def run_rounds_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None) -> Path:
     """Start the S workers here, wait for them; the record's path, or BenchError if one failed."""
-    from methods import create_method
-
-    cfg = validate(cfg, dcfg)
-    supported = create_method(cfg.method).supported_models
-    if supported is not None and cfg.model not in supported:
-        raise BenchError(f"{cfg.method} runs on {', '.join(supported)} only, not on {cfg.model}")
+    cfg = validate(cfg, dcfg)  # also: the method supports the model
     if cfg.device != "cpu":
         raise BenchError(f"{cfg.method} on real workers runs on cpu (gloo) for now, not {cfg.device}")
     if dcfg.schedule != "lockstep":
         raise BenchError(f"{cfg.method} has its own schedule (rounds of local iterations): drop --schedule")
-    job = LocalJob(cfg, dcfg, log_dir, module="bench.rounds_worker")
-    try:
-        codes = job.wait()
-    except KeyboardInterrupt:
-        job.stop()
-        _mark_failed(cfg, "interrupted")
-        raise
-    finally:
-        job.close()
-    if any(codes):
-        msg = "; ".join(describe_exit(r, c) for r, c in enumerate(codes) if c)
-        path = _mark_failed(cfg, msg)
-        raise BenchError(f"distributed run failed: {msg}; record: {path}")
+    watch(LocalJob(cfg, dcfg, log_dir, module="bench.rounds_worker"), lambda error: _mark_failed(cfg, error))
     return record_path(cfg)
 
 

@@ -98,6 +98,14 @@ class Stage:
     def backward(self, step: int, feedback: torch.Tensor | None) -> torch.Tensor | None:
         raise NotImplementedError
 
+    @classmethod
+    def check_model(cls, model: str) -> None:
+        """One-line error if the rule does not apply to this model (supported_models)."""
+        if cls.supported_models is not None and model not in cls.supported_models:
+            from bench.errors import BenchError
+
+            raise BenchError(f"{cls.name} runs on {', '.join(cls.supported_models)} only, not on {model}")
+
     @property
     def waits_for_feedback(self) -> bool:
         return self.sends_feedback and not self.ctx.is_last
