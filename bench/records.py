@@ -77,6 +77,24 @@ def environment(device: str) -> dict:
     return env
 
 
+def add_evaluation(curves: dict, ev: dict) -> None:
+    """Append one evaluation (bench.pipeline.evaluate's result) to a record's curves; text runs add BPC."""
+    for key in ("test_acc", "test_loss", "sub_acc"):
+        curves[key].append(ev[key])
+    for key in ("test_bpc", "sub_bpc"):
+        if key in ev:
+            curves.setdefault(key, []).append(ev[key])
+
+
+def last_evaluation(curves: dict) -> dict:
+    """A record's final figures: its last evaluation (with BPC where the run is on text)."""
+    out = {"test_acc": curves["test_acc"][-1] if curves["test_acc"] else None,
+           "sub_acc": curves["sub_acc"][-1] if curves["sub_acc"] else []}
+    if curves.get("test_bpc"):
+        out.update(test_bpc=curves["test_bpc"][-1], sub_bpc=curves["sub_bpc"][-1] if curves.get("sub_bpc") else [])
+    return out
+
+
 def new_record(config: dict, device: str) -> dict:
     return {
         "schema": SCHEMA,

@@ -37,7 +37,7 @@ from .config import RunConfig
 from .distributed import DistConfig, LocalJob, mark_failed_at, validate, watch
 from .errors import BenchError
 from .local_rounds import LocalRounds, float_tensors
-from .records import new_record, write_record
+from .records import add_evaluation, last_evaluation, new_record, write_record
 
 
 def record_path(cfg: RunConfig) -> Path:
@@ -220,10 +220,10 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
             ev = evaluate(r.stages, datasets.eval_batches(r.ds, 500, "cpu", limit=None if final else cfg.eval_limit))
             record["final"]["eval_time_s"] = record["final"].get("eval_time_s", 0.0) + time.perf_counter() - t1
             c = record["curves"]
-            for key, value in (("step", end), ("train_loss", interval_loss), ("test_acc", ev["test_acc"]),
-                               ("test_loss", ev["test_loss"]), ("sub_acc", ev["sub_acc"]),
-                               ("step_time_s", dt / (end - start)), ("train_time_s", train_time)):
+            for key, value in (("step", end), ("train_loss", interval_loss), ("step_time_s", dt / (end - start)),
+                               ("train_time_s", train_time)):
                 c[key].append(value)
+            add_evaluation(c, ev)
             write_record(record, path)
             print(f"{path.stem}: step {end}/{steps} loss {interval_loss:.3f} acc {ev['test_acc']:.1f}", flush=True)
         dist.barrier()
@@ -245,7 +245,7 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
         c = record["curves"]
         record.update(status="completed", workers=workers, comm=summary)
         record["final"].update({
-            "steps": steps, "test_acc": c["test_acc"][-1], "sub_acc": c["sub_acc"][-1], "train_time_s": train_time,
+            "steps": steps, **last_evaluation(c), "train_time_s": train_time,
             "samples_per_s": steps * cfg.batch_size / train_time if train_time else None,
             "comm_share_max": max(w["comm_share"] for w in workers),
         })

@@ -22,7 +22,7 @@ from .errors import BenchError
 from .heads import critic
 from .models import MODELS, build_model
 from .pipeline import assumption1, build_stages, count_params, evaluate, train_step
-from .records import atomic_torch_save, new_record, read_record, write_record
+from .records import add_evaluation, atomic_torch_save, last_evaluation, new_record, read_record, write_record
 from .split import make_split, module_flops, unit_flops
 from .text import TEXT_DATASETS, TextData
 
@@ -165,14 +165,9 @@ def run(cfg: RunConfig, progress: bool = True) -> Path:
                 eval_time += time.perf_counter() - t1
                 curves["step"].append(done)
                 curves["train_loss"].append(interval_loss / interval_steps)
-                curves["test_acc"].append(ev["test_acc"])
-                curves["test_loss"].append(ev["test_loss"])
-                curves["sub_acc"].append(ev["sub_acc"])
+                add_evaluation(curves, ev)
                 curves["step_time_s"].append(interval_time / interval_steps)
                 curves["train_time_s"].append(train_time)
-                for key in ("test_bpc", "sub_bpc"):  # text: bits per character
-                    if key in ev:
-                        curves.setdefault(key, []).append(ev[key])
                 record["final"]["eval_time_s"] = eval_time
                 interval_loss, interval_time, interval_steps = 0.0, 0.0, 0
                 bar.set_postfix(loss=f"{curves['train_loss'][-1]:.3f}", acc=f"{ev['test_acc']:.1f}")
@@ -194,8 +189,7 @@ def run(cfg: RunConfig, progress: bool = True) -> Path:
     steps_done = curves["step"][-1] if curves["step"] else 0
     record["final"].update({
         "steps": steps_done,
-        "test_acc": curves["test_acc"][-1] if curves["test_acc"] else None,
-        "sub_acc": curves["sub_acc"][-1] if curves["sub_acc"] else [],
+        **last_evaluation(curves),
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "samples_per_s": steps_done * cfg.batch_size / train_time if train_time else None,
@@ -204,9 +198,9 @@ def run(cfg: RunConfig, progress: bool = True) -> Path:
     if extras is not None:
         record.update(extras(r.stages))
     if isinstance(r.ds, TextData):  # BPC, and the bar it has to clear: the test text's unigram entropy
+        record["final"].setdefault("test_bpc", None)
+        record["final"].setdefault("sub_bpc", [])
         record["final"].update({
-            "test_bpc": curves["test_bpc"][-1] if curves.get("test_bpc") else None,
-            "sub_bpc": curves["sub_bpc"][-1] if curves.get("sub_bpc") else [],
             "unigram_bpc": r.ds.unigram_bpc("test"),
             "epochs": steps_done / r.stream.steps_per_epoch,
         })

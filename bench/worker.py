@@ -47,7 +47,7 @@ from .config import RunConfig
 from .distributed import DistConfig, mark_failed, record_path, schedule_name, validate
 from .errors import BenchError
 from .pipeline import assumption1, build_stages, evaluate
-from .records import atomic_torch_save, new_record, write_record
+from .records import add_evaluation, atomic_torch_save, last_evaluation, new_record, write_record
 from .runner import Run
 from .split import Split
 
@@ -369,8 +369,7 @@ class Worker:
             record["final"].update({
                 "steps": curves["step"][-1], "timed_steps": timed_steps,
                 "warmup_steps": dcfg.warmup_steps if 0 < dcfg.warmup_steps < cfg.steps else 0,
-                "test_acc": curves["test_acc"][-1] if curves["test_acc"] else None,
-                "sub_acc": curves["sub_acc"][-1] if curves["sub_acc"] else [],
+                **last_evaluation(curves),
                 "train_time_s": train_time,
                 "samples_per_s": timed_steps * cfg.batch_size / train_time if train_time else None,
                 "comm_share_max": max(w["comm_share"] for w in workers),
@@ -420,9 +419,7 @@ class Worker:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
         curves = record["curves"]
-        curves["test_acc"].append(ev["test_acc"])
-        curves["test_loss"].append(ev["test_loss"])
-        curves["sub_acc"].append(ev["sub_acc"])
+        add_evaluation(curves, ev)
         print(f"{self.path.stem}: step {step}/{cfg.steps} loss {curves['train_loss'][-1]:.3f} "
               f"acc {ev['test_acc']:.1f}", flush=True)
 

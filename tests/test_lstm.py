@@ -342,8 +342,10 @@ def test_distributed_lockstep_matches_in_process_on_lstm(tmp_path, method):
     from bench.distributed import DistConfig, run_distributed
 
     cfg = _cfg(tmp_path, method=method, model="lstm2", steps=4, eval_every=4, batch_size=8)
-    path = run_distributed(cfg, DistConfig(dump_state="dump.pt", evaluate=False), log_dir=tmp_path / "logs")
-    assert json.loads(path.read_text())["status"] == "completed"
+    path = run_distributed(cfg, DistConfig(dump_state="dump.pt"), log_dir=tmp_path / "logs")
+    record = json.loads(path.read_text())
+    assert record["status"] == "completed"
+    assert math.isfinite(record["final"]["test_bpc"]) and record["curves"]["test_bpc"] == [record["final"]["test_bpc"]]
     got = torch.load(path.parent / "dump.pt", weights_only=False)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
