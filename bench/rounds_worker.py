@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 from dataclasses import replace
@@ -38,6 +37,7 @@ from .distributed import DistConfig, LocalJob, mark_failed_at, validate, watch
 from .errors import BenchError
 from .local_rounds import LocalRounds, float_tensors
 from .records import add_evaluation, last_evaluation, new_record, write_record
+from .worker import exit_failed, peak_rss_mb, reset_peak_rss, rss_mb
 
 
 def record_path(cfg: RunConfig) -> Path:
@@ -164,10 +164,6 @@ class Collectives:
                 self.fresh[j] = True
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
     from methods import create_method
 
@@ -197,6 +193,8 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
     round_ends = sorted({min(steps, e) for e in range(l, steps + l, l)})
     evals = {steps} | {next(e for e in round_ends if e >= t) for t in range(cfg.eval_every, steps, cfg.eval_every)}
     train_time, loss_sum, loss_n, start = 0.0, 0.0, 0, 0
+    rss_start = rss_mb()  # the model, its replica and the data are built: this worker's baseline
+    reset_peak_rss()
     dist.barrier()
     for end in sorted(evals):
         t0 = time.perf_counter()
@@ -231,7 +229,8 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
     mine = {"rank": rank, "steps": steps, "step_time_s": train_time / steps,
             "compute_s": rounds.compute_s[rank], "comm_wait_s": comm.wait_s,
             "comm_share": comm.wait_s / train_time if train_time else None,
-            "bytes_sent": comm.bytes_sent, "bytes_recv": comm.bytes_recv, "peak_rss_mb": _rss_mb(),
+            "bytes_sent": comm.bytes_sent, "bytes_recv": comm.bytes_recv,
+            "peak_rss_mb": peak_rss_mb(), "rss_start_mb": rss_start,
             "threads": torch.get_num_threads()}
     workers = [None] * world
     dist.all_gather_object(workers, mine)
@@ -256,8 +255,6 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bench.rounds_worker --config FILE` (written by the local launch)."""
-    from .worker import exit_failed
-
     argv = sys.argv[1:] if argv is None else argv
     cfg = None
     try:

@@ -55,17 +55,17 @@ POST_AHEAD = 2  # activation receives posted ahead of use, so transfers overlap 
 CALIBRATION_REPS = 5
 
 
-def _rss_mb() -> float:
+def rss_mb() -> float:
     """Resident memory now (Linux /proc; elsewhere the process's peak)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
-        return _peak_rss_mb()
+        return peak_rss_mb()
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident memory since the last _reset_peak_rss (Linux VmHWM), else over the process's life."""
+def peak_rss_mb() -> float:
+    """Peak resident memory since the last reset_peak_rss (Linux VmHWM), else over the process's life."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -76,7 +76,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _reset_peak_rss() -> None:
+def reset_peak_rss() -> None:
     """Restart the peak-RSS counter (Linux >= 4.0), so the peak covers training, not the set-up before it."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -312,8 +312,8 @@ class Worker:
         steps_fn = getattr(self, f"_{self.mode}_steps")
         train_time, timed_steps, start = 0.0, 0, 0
         check_a1 = create_method(cfg.method).local_gradients and cfg.assumption1_every
-        self.rss_start_mb = _rss_mb()  # every group and the data are built: the worker's baseline
-        _reset_peak_rss()
+        self.rss_start_mb = rss_mb()  # every group and the data are built: the worker's baseline
+        reset_peak_rss()
         dist.barrier(group=self.ctrl)
         for end in sorted(ends):
             t0 = time.perf_counter()
@@ -431,7 +431,7 @@ class Worker:
         training itself added); on GPUs, NVML's reading for this process at the end of the phase (the
         caching allocator keeps what the phase reserved) and torch's allocator peaks beside it (reset after
         each evaluation)."""
-        self.rss_peak_mb = _peak_rss_mb()
+        self.rss_peak_mb = peak_rss_mb()
         if self.device.type != "cuda":
             return
         self.gpu_peak_mb = max(self.gpu_peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
