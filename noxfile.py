@@ -31,12 +31,16 @@ def tests_slow(session: nox.Session) -> None:
     session.run("pytest", "-q", "-m", "slow", *session.posargs)
 
 
+def _smoke(session: nox.Session, folder: str) -> None:
+    session.run("python", "-m", "bench", "sweep", "smoke", "--profile", "smoke", "--no-progress",
+                "--out", f"{folder}/records", "--table", f"{folder}/table.md", *session.posargs)
+
+
 @nox.session(python=PYTHON)
 def smoke(session: nox.Session) -> None:
-    """Offline main job: bp, dni, lct and joint with K=2..4 on the digits, then a markdown table."""
+    """Offline main job: train bp, dni, lct and joint (K=2..4) on the digits into runs/smoke/, print the table."""
     install(session)
-    session.run("python", "-m", "bench", "sweep", "smoke", "--profile", "smoke", "--no-progress",
-                "--out", "results/smoke/records", "--table", "results/smoke/table.md", *session.posargs)
+    _smoke(session, "runs/smoke")
 
 
 def _profile_args(session: nox.Session) -> tuple[str, list[str]]:
@@ -86,19 +90,28 @@ def imagenet(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def digits(session: nox.Session) -> None:
-    """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, and LCT_n1 on 2 real workers (pipelined)."""
+    """The committed cpu-profile example: Table I's grid (+ joint) on the offline digits, and LCT_n1 on 2 real workers (overlapped)."""
     _sweep(session, "digits")
     if _profile_args(session)[0] == "cpu":  # with the sweep's digits/cpu settings
         session.run("python", "-m", "bench", "run", "--method", "lct", "--groups", "2", "--data", "digits",
                     "--profile", "cpu", "--steps", "400", "--eval-every", "50", "--assumption1-every", "25",
-                    "--executor", "distributed", "--schedule", "pipelined", "--out", "results/cpu/records")
+                    "--executor", "distributed", "--schedule", "overlapped", "--out", "results/cpu/records")
 
 
 @nox.session(python=PYTHON, default=False)
 def example(session: nox.Session) -> None:
-    """Regenerate the whole committed example (speed, smoke, digits, pytext, related, then tables and plots): ~2 h on 2 cores."""
-    for name in ("speed", "smoke", "digits", "pytext_all", "related", "tables", "plots"):
+    """Regenerate the whole committed example (speed, smoke, digits, pytext, related, architecture, tables, plots): ~2 h on 2 cores."""
+    install(session)
+    _smoke(session, "results/smoke")
+    for name in ("speed", "digits", "pytext_all", "related", "architecture", "tables", "plots"):
         session.notify(name)
+
+
+@nox.session(python=PYTHON, default=False)
+def architecture(session: nox.Session) -> None:
+    """Count the paper's networks at full width (Tables VIII, X) into results/architecture/records (no data, no training)."""
+    install(session)
+    session.run("python", "-m", "bench", "count", "--paper", "--out", "results/architecture/records")
 
 
 @nox.session(python=PYTHON, default=False)

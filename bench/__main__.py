@@ -8,57 +8,57 @@ import argparse
 import sys
 from pathlib import Path
 
+from methods import GroupRule, create_method, list_methods, load_plugins
+
+from . import data
 from .config import PROFILES, RunConfig
 from .errors import BenchError
+from .exec.launch import run_distributed
+from .exec.settings import DistConfig
+from .speed import run_speed
+from .sweep import run_sweep, summary_table
+from .train.count import count, count_paper
+from .train.loop import run
+from .train.records import atomic_write_text
+
+
+def run_config(args) -> RunConfig:
+    """The RunConfig of `bench run`'s options (also what torchrun hands each worker)."""
+    extra = _options(args.option)
+    for flag, key in (("microbatches", "microbatches"), ("pp_schedule", "schedule")):  # aliases of gpipe's options
+        if getattr(args, flag, None) is not None:
+            extra[key] = getattr(args, flag)
+    return RunConfig(method=args.method, groups=args.groups, model=args.model, data=args.data,
+                     profile=args.profile, seed=args.seed, split_rule=args.split, data_root=args.data_root,
+                     out=args.out, resume=args.resume, device=args.device, threads=args.threads,
+                     steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
+                     eval_every=args.eval_every, assumption1_every=args.assumption1_every,
+                     hidden=args.hidden, bptt=args.bptt, extra=extra, plugins=list(args.plugin or []))
 
 
 def _run(args) -> None:
-    from .runner import run
-
-    cfg = RunConfig(method=args.method, groups=args.groups, model=args.model, data=args.data,
-                    profile=args.profile, seed=args.seed, split_rule=args.split, data_root=args.data_root,
-                    out=args.out, resume=args.resume, device=args.device, threads=args.threads,
-                    steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
-                    eval_every=args.eval_every, assumption1_every=args.assumption1_every,
-                    hidden=args.hidden, bptt=args.bptt)
-    if args.microbatches is not None:
-        cfg.extra["microbatches"] = args.microbatches
-    cfg.extra.update(_options(args.option))
+    cfg = run_config(args)
     if args.executor == "distributed":
-        from methods import create_method
-
-        from .distributed import DistConfig, run_distributed
-
-        # round-based methods (resist, localsgd) start their own workers (bench/rounds_worker.py)
-        launch = getattr(create_method(cfg.method), "run_distributed", None) or run_distributed
-        path = launch(cfg, DistConfig.from_dict(vars(args)))
+        path = run_distributed(cfg, DistConfig.from_dict(vars(args)))
     else:
         path = run(cfg, progress=not args.no_progress)
     print(path)
 
 
 def _options(items: list[str] | None) -> dict:
-    """`--option key=value` (repeatable): a method's options; numbers become int or float."""
+    """`--option key=value` (repeatable): a method's options, typed by the method's declaration."""
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise BenchError(f"--option wants key=value, got {item!r}")
-        for kind in (int, float):
-            try:
-                value = kind(value)
-                break
-            except ValueError:
-                pass
         out[key] = value
     return out
 
 
 def _sweep(args) -> None:
-    from .records import atomic_write_text
-    from .sweep import run_sweep, summary_table
-
-    base = RunConfig(data_root=args.data_root, out=args.out, threads=args.threads, device=args.device)
+    base = RunConfig(data_root=args.data_root, out=args.out, threads=args.threads, device=args.device,
+                     plugins=list(args.plugin or []))
     paths = run_sweep(args.grid, args.profile, args.seeds, base, progress=not args.no_progress, steps=args.steps)
     table = summary_table(paths)
     print(table)
@@ -68,42 +68,60 @@ def _sweep(args) -> None:
 
 
 def _speed(args) -> None:
-    from .speed import run_speed
-
     run_speed(args.profile, args.model, args.data, args.steps, args.warmup, args.split, args.device, args.out,
-              args.data_root, args.only, repeats=args.repeats)
+              args.data_root, args.only, repeats=args.repeats, plugins=list(args.plugin or []))
 
 
 def _report(args) -> None:
-    from . import plots, report
+    from . import report  # pandas and matplotlib: only for the commands that draw
 
+    load_plugins(args.plugin)  # a plugin's methods show with their own labels and colours
     records = report.load_records(args.records or [args.results])
-    figures = plots.figure_names(records)
+    figures = report.figure_names(records)
     if not args.no_tables:
         for path in report.write_tables(records, Path(args.results), figures=figures):
             print(path)
     if not args.no_plots:
-        for path in plots.render(records, Path(args.plots)):
+        for path in report.render_plots(records, Path(args.plots)):
             print(path)
 
 
+def _count(args) -> None:
+    if args.paper:
+        paths = count_paper(args.out)
+    else:
+        paths = [count(RunConfig(method=args.method, groups=args.groups, model=args.model, data=args.data,
+                                 profile=args.profile, width=args.width, out=args.out, hidden=args.hidden,
+                                 bptt=args.bptt, plugins=list(args.plugin or [])))]
+    for path in paths:
+        print(path)
+
+
 def _check_assumption1(args) -> int:
-    from .report import check_assumption1
+    from .report import check_assumption1  # pandas: only for the commands that read records
 
     return check_assumption1([Path(p) for p in args.records], from_step=args.from_step)
 
 
 def _list(args) -> None:
-    from methods import create_method, list_methods
-
+    """Every registered method with what it declares: kind, feedback, backend, options."""
+    load_plugins(args.plugin)
     for name in list_methods():
-        print(f"{name:10s} {create_method(name).description}")
+        m = create_method(name)
+        kind = "group rule" if issubclass(m, GroupRule) else "whole-step rule"
+        print(f"{name:10s} {m.description}")
+        print(f"{'':10s} {kind}; sends back: {m.feedback.value}; distributed backend: {m.backend.value}")
+        for key, o in m.options.items():
+            print(f"{'':10s}   --option {key}={o.default!r}  {o.doc}")
 
 
 def _download(args) -> None:
-    from . import data
-
     data.download(args.dataset, data.resolve_data_root(args.data_root))
+
+
+def _plugin(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", metavar="MODULE",
+                   help="import a module or .py file whose @register_method classes join the registry (repeatable)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -138,14 +156,16 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--executor", default="inprocess", choices=("inprocess", "distributed"),
                    help="inprocess: all groups in this process; distributed: one worker process per group")
-    r.add_argument("--schedule", default="lockstep", choices=("lockstep", "pipelined"),
-                   help="distributed: wait for each batch's feedback, or go on with the next batch")
+    r.add_argument("--schedule", default="lockstep", choices=("lockstep", "overlapped", "pipelined"),
+                   help="distributed group rules: wait for each batch's feedback (lockstep), or go on with the "
+                        "next batch (overlapped; `pipelined` is its old name)")
     r.add_argument("--threads-per-worker", type=int, default=1, help="distributed: torch threads per worker")
     r.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="a method option, repeatable (e.g. resist: local_iters=10; admm: beta=1; see the method's docstring)")
-    r.add_argument("--microbatches", type=int, default=None, help="gpipe: micro-batches per batch (default 4)")
-    r.add_argument("--pp-schedule", default="gpipe", choices=("gpipe", "1f1b"), help="gpipe: pipelining schedule")
-    r.add_argument("--max-stale", type=int, default=2, help="pipelined: most forwards a feedback may lag")
+                   help="a method option, repeatable (e.g. resist: local_iters=10; `python -m bench list` shows them)")
+    _plugin(r)
+    r.add_argument("--microbatches", type=int, default=None, help="gpipe: --option microbatches=M (default 4)")
+    r.add_argument("--pp-schedule", default=None, help="gpipe: --option schedule=NAME (gpipe | 1f1b)")
+    r.add_argument("--max-stale", type=int, default=2, help="overlapped: most forwards a feedback may lag")
     r.add_argument("--comm-timeout", dest="timeout_s", type=float, default=300.0,
                    help="distributed: seconds a worker waits on a peer before the run fails")
     r.set_defaults(func=_run)
@@ -163,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cpu", help="cpu (gloo, 1 thread per worker) or cuda (nccl, 1 GPU each)")
     sp.add_argument("--only", nargs="+", default=None, help="only these methods (bp-1-worker always runs)")
     sp.add_argument("--out", default="results", help="folder for speed-<profile>.csv/.md and the records")
+    _plugin(sp)
     sp.set_defaults(func=_speed)
 
     sw = sub.add_parser("sweep", help="run a named grid of runs (resumable), print a table")
@@ -176,6 +197,7 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--table", default=None, help="also write the markdown table here")
     sw.add_argument("--steps", type=int, default=None, help="override the iterations (lr milestones follow)")
     sw.add_argument("--no-progress", action="store_true")
+    _plugin(sw)
     sw.set_defaults(func=_sweep)
 
     rp = sub.add_parser("report", help="render the paper's tables (results/) and figures (plots/) from run records")
@@ -184,14 +206,30 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--records", nargs="+", default=None, help="record files or folders (default: --results)")
     rp.add_argument("--no-tables", action="store_true", help="figures only")
     rp.add_argument("--no-plots", action="store_true", help="tables only")
+    _plugin(rp)
     rp.set_defaults(func=_report)
+
+    co = sub.add_parser("count", help="parameters and FLOPs per group and head of a network, no data, no training")
+    co.add_argument("--paper", action="store_true", help="every network of the paper's Tables VIII and X")
+    co.add_argument("--method", default="lct")
+    co.add_argument("--groups", "-k", type=int, default=4)
+    co.add_argument("--model", default="resnet50")
+    co.add_argument("--data", default="cifar10", help="its declared input shape and classes are used")
+    co.add_argument("--profile", default="paper", choices=PROFILES)
+    co.add_argument("--width", type=float, default=None)
+    co.add_argument("--hidden", type=int, default=None)
+    co.add_argument("--bptt", type=int, default=None)
+    co.add_argument("--out", default="runs")
+    _plugin(co)
+    co.set_defaults(func=_count)
 
     ca = sub.add_parser("check-assumption1", help="minimum mu_k and cosine per group; exit 1 where mu_k <= 0")
     ca.add_argument("records", nargs="+", help="record files (or folders of records)")
     ca.add_argument("--from-step", type=int, default=0, help="ignore measurements before this step")
     ca.set_defaults(func=_check_assumption1)
 
-    ls = sub.add_parser("list", help="list the registered methods")
+    ls = sub.add_parser("list", help="list the registered methods and what each declares")
+    _plugin(ls)
     ls.set_defaults(func=_list)
 
     d = sub.add_parser("download", help="download a data set through torchvision (needs internet)")

@@ -1,19 +1,25 @@
-"""Run configuration and the three profiles.
+"""Run configuration, the three profiles, and the one validation of a whole configuration.
 
 - ``paper``: the exact setup of the paper (Section V): for GPU machines.
 - ``cpu``:   the same structure (same depth, same schedule shape) scaled in width and steps so
              that one run takes minutes on a 2-core CPU.
 - ``smoke``: seconds; for tests and the offline quick start.
-A profile fills every field left at None; anything given explicitly wins.
+A profile fills every field left at None; anything given explicitly wins. `prepare(cfg)` resolves and
+validates a configuration before anything is built or written.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
+from methods import create_method, load_plugins
 from methods.base import Hyper
 
+from . import data as datasets
 from .errors import BenchError
-from .models import LSTM_UNITS  # lstm2/3/4 -> the paper's units per layer
+from .models import LSTM_UNITS, check_model, is_lstm, num_units
+from .models.split import SPLIT_RULES
 
 PROFILES = ("paper", "cpu", "smoke")
 
@@ -53,6 +59,7 @@ class RunConfig:
     lr_decay: float | None = None   # lr factor at each milestone (None: 0.1, the CNN schedule)
     hidden: int | None = None       # LSTM units per layer
     bptt: int | None = None         # truncated-BPTT length: characters per training segment
+    plugins: list[str] = field(default_factory=list)  # modules / .py files whose methods register (--plugin)
 
     @property
     def run_id(self) -> str:
@@ -133,10 +140,6 @@ LSTM_PAPER_STEPS = {"ptb": 100 * 261, "enwik8": 50 * 4687}
 LSTM_FIXED_LR = ("enwik8",)  # no decay; every other text set follows PTB's schedule
 
 
-def is_lstm(model: str) -> bool:
-    return model in LSTM_UNITS
-
-
 def default_groups(model: str) -> int:
     """K when --groups is not given: one group per LSTM layer (a critic between every pair), else 1."""
     return int(model[4:]) if is_lstm(model) else 1
@@ -170,21 +173,92 @@ def lstm_schedule(data: str, steps: int, profile: str = "paper") -> tuple[int, .
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """Fill the profile's values into every field left at None."""
+    if cfg.profile not in PROFILES:
+        raise BenchError(f"unknown profile {cfg.profile!r}; valid profiles: {', '.join(PROFILES)}")
     for key, value in profile_defaults(cfg.profile, cfg.model, cfg.data).items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
     # milestones follow the steps actually run, so `--steps` keeps the schedule's shape
     if cfg.milestones is not None:
         cfg.milestones = tuple(cfg.milestones)
-    else:
+    elif isinstance(cfg.steps, int):
         cfg.milestones = (lstm_schedule(cfg.data, cfg.steps, cfg.profile) if is_lstm(cfg.model)
                           else _schedule(cfg.steps, cfg.data, cfg.profile))
     if cfg.groups is None:
         cfg.groups = default_groups(cfg.model)
+    return cfg
+
+
+# field -> (smallest value, what it is); None values are left to the profile
+_POSITIVE = {"groups": (1, "--groups"), "steps": (1, "--steps"), "batch_size": (1, "--batch-size"),
+             "eval_every": (1, "--eval-every"), "eval_limit": (1, "--eval-limit"), "threads": (1, "--threads"),
+             "hidden": (1, "--hidden"), "bptt": (1, "--bptt"), "assumption1_every": (0, "--assumption1-every")}
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _check_numbers(cfg: RunConfig) -> None:
+    for key, (least, flag) in _POSITIVE.items():
+        value = getattr(cfg, key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise BenchError(f"{flag} must be an integer >= {least}, got {value!r}")
+    for key, flag in (("width", "--width"), ("lr", "--lr"), ("aux_lr", "--aux-lr")):
+        value = getattr(cfg, key)
+        if value is not None and not value > 0:
+            raise BenchError(f"{flag} must be > 0, got {value!r}")
+    if cfg.weight_decay is not None and cfg.weight_decay < 0:
+        raise BenchError(f"weight decay must be >= 0, got {cfg.weight_decay}")
     if cfg.optimizer not in (None, "sgd", "adam"):
         raise BenchError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: sgd, adam")
-    if cfg.groups < 1:
-        raise BenchError(f"--groups must be >= 1, got {cfg.groups}")
-    if cfg.steps < 1 or cfg.batch_size < 1:
-        raise BenchError("--steps and --batch-size must be positive")
+
+
+def check_device(device: str) -> None:
+    if not _DEVICE.match(device):
+        raise BenchError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {device}: this machine has no CUDA device (torch {torch.__version__})")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise BenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_out(out: str) -> None:
+    """The output folder is a folder, or can be made one (no regular file on its path)."""
+    path = Path(out)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise BenchError(f"--out {out}: {p} is a file, not a folder")
+            return
+
+
+def prepare(cfg: RunConfig, need_files: bool = True) -> RunConfig:
+    """Resolve the profile and check the whole configuration, before anything is built or written: plugins,
+    method and its options, model and data (their kinds and, unless need_files is False, the files), groups,
+    numbers, device, output folder. Every failure is one line (BenchError). The method's options come back
+    typed."""
+    load_plugins(cfg.plugins)
+    method = create_method(cfg.method)
+    check_model(cfg.model)
+    spec = datasets.spec(cfg.data)
+    if is_lstm(cfg.model) != (spec.kind == "text"):  # LSTMs read text, the others images
+        text = ", ".join(n for n, s in datasets.REGISTRY.items() if s.kind == "text")
+        raise BenchError(f"model {cfg.model} does not run on {cfg.data}: the LSTMs (lstm2/3/4) need a text data "
+                         f"set ({text}), the other models an image data set")
+    cfg = resolve(cfg)
+    _check_numbers(cfg)
+    cuttable = num_units(cfg.model) - 1  # the classifier never stands alone
+    if cfg.groups > cuttable:
+        raise BenchError(f"{cfg.model} has {cuttable} blocks to split; cannot make {cfg.groups} groups")
+    if cfg.split_rule not in SPLIT_RULES:
+        raise BenchError(f"unknown split rule {cfg.split_rule!r}; valid rules: {', '.join(SPLIT_RULES)}")
+    options = method.resolve_options(cfg.extra)
+    cfg.extra = {k: options[k] for k in cfg.extra}  # as given, typed
+    method.check(cfg.model, cfg.groups, cfg.batch_size, options)
+    check_device(cfg.device)
+    check_out(cfg.out)
+    if need_files:
+        spec.check(datasets.resolve_data_root(cfg.data_root))
     return cfg

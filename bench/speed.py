@@ -4,7 +4,7 @@ All configurations run on the distributed executor with the same samples (batch 
 profile, the same seed, so the same batches), after a few warm-up steps that are not timed:
 bp on one worker with one thread (the reference), bp on one worker with every thread (so nobody is
 fooled by the equal-resources comparison), ddp, gpipe (m = 4 and 8), dni_n1 and lct_n1 (lockstep
-and pipelined) on 2 workers, and K = 4 where the machine has 4 cores (or 4 GPUs). Every worker gets
+and overlapped) on 2 workers, and K = 4 where the machine has 4 cores (or 4 GPUs). Every worker gets
 one thread (one GPU). Evaluation is off: only training steps are timed.
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
@@ -19,14 +19,15 @@ import platform
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .config import RunConfig, resolve
-from .distributed import DistConfig, run_distributed
+from .config import RunConfig, prepare
 from .errors import BenchError
-from .records import atomic_write_text, read_record
-from .runner import measure_split
+from .exec.launch import run_distributed, schedule_name
+from .exec.settings import DistConfig
+from .train.build import measure_split
+from .train.records import atomic_write_text, read_record
 
 REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
             "comm_share", "peak_mem_mb_max_worker"]
@@ -37,24 +38,18 @@ EXTRA = ["status", "samples_per_s_best", "samples_per_s_runs", "ratio_to_ideal",
 
 @dataclass
 class Case:
+    """One configuration: a method on K workers with some threads each, its schedule and options."""
+
     method: str
     workers: int
     threads: int = 1
-    schedule: str = "lockstep"       # stage methods: lockstep | pipelined
-    microbatches: int = 4            # gpipe only
+    schedule: str = "lockstep"       # the stage backend: lockstep | overlapped
+    options: dict = field(default_factory=dict)
+    tail: str = ""                   # what tells this case from the method's others in its label
 
     @property
     def label(self) -> str:
-        tail = {"gpipe": f"m{self.microbatches}", "ddp": "", "bp": ""}.get(self.method, self.schedule)
-        return "_".join(p for p in (self.method, f"w{self.workers}", f"t{self.threads}", tail) if p)
-
-    @property
-    def schedule_name(self) -> str:
-        if self.method == "gpipe":
-            return f"gpipe-m{self.microbatches}"
-        if self.method == "ddp":
-            return "allreduce"
-        return "sequential" if self.workers == 1 else self.schedule
+        return "_".join(p for p in (self.method, f"w{self.workers}", f"t{self.threads}", self.tail) if p)
 
 
 def cases(cores: int, gpus: int = 0) -> list[Case]:
@@ -65,8 +60,8 @@ def cases(cores: int, gpus: int = 0) -> list[Case]:
     for k in (2, 4):
         if k > (gpus or cores):
             break
-        out += [Case("ddp", k), Case("gpipe", k, microbatches=4), Case("gpipe", k, microbatches=8)]
-        out += [Case(m, k, schedule=s) for m in ("dni", "lct") for s in ("lockstep", "pipelined")]
+        out += [Case("ddp", k)] + [Case("gpipe", k, options={"microbatches": m}, tail=f"m{m}") for m in (4, 8)]
+        out += [Case(m, k, schedule=s, tail=s) for m in ("dni", "lct") for s in ("lockstep", "overlapped")]
     return out
 
 
@@ -92,7 +87,7 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["final"]["samples_per_s"])[(len(runs) - 1) // 2]
 
 
-def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
+def _row(case: Case, runs: list[dict], bp1: float | None, schedule: str) -> dict:
     """A configuration's median run, with its fastest and every run's throughput beside it. Shares are means
     over workers, like the paper's (the busiest worker too)."""
     record = median_run(runs)
@@ -105,7 +100,7 @@ def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
     stale = [w["staleness_mean"] for w in workers if "staleness_mean" in w]
     bounds = record["split"]["bounds"]
     return {
-        "method": case.method, "workers": case.workers, "schedule": case.schedule_name,
+        "method": case.method, "workers": case.workers, "schedule": schedule,
         "threads_per_worker": case.threads, "samples_per_s": round(sps, 1),
         "ratio_to_bp_1_worker": round(sps / bp1, 3) if bp1 else "",
         "comm_share": round(_mean([w["comm_share"] for w in workers]), 4),
@@ -128,9 +123,9 @@ def _row(case: Case, runs: list[dict], bp1: float | None) -> dict:
     }
 
 
-def _failed_row(case: Case, error: str) -> dict:
+def _failed_row(case: Case, error: str, schedule: str) -> dict:
     row = {c: "" for c in REQUIRED + EXTRA}
-    row.update(method=case.method, workers=case.workers, schedule=case.schedule_name,
+    row.update(method=case.method, workers=case.workers, schedule=schedule,
                threads_per_worker=case.threads, status=f"failed: {error}")
     return row
 
@@ -148,10 +143,49 @@ def _markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _config(case: Case, rep: int, settings: dict, folder: Path, cuts: dict) -> tuple[RunConfig, DistConfig]:
+    s = settings
+    cfg = prepare(RunConfig(method=case.method, groups=case.workers, model=s["model"], data=s["data"],
+                            profile=s["profile"], split_rule=s["split"], data_root=s["data_root"], device=s["device"],
+                            out=str(folder / case.label / f"run{rep + 1}"), steps=s["warmup"] + s["steps"],
+                            extra=dict(case.options), plugins=list(s["plugins"] or [])))
+    if s["split"] == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
+        if case.workers not in cuts:
+            cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
+        cfg.split_bounds = cuts[case.workers]
+    cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
+    return cfg, DistConfig(schedule=case.schedule, threads_per_worker=case.threads, warmup_steps=s["warmup"],
+                           evaluate=False)
+
+
+def _run_all(todo: list[Case], repeats: int, settings: dict, folder: Path):
+    """Every case `repeats` times, round after round: (runs per label, errors per label, schedule per label)."""
+    cuts: dict[int, list[int]] = {}  # K -> the cut every method with K workers runs on
+    runs: dict[str, list[dict]] = {c.label: [] for c in todo}
+    errors: dict[str, str] = {}
+    schedules: dict[str, str] = {}
+    for rep in range(repeats):
+        for case in todo:
+            if case.label in errors:
+                continue
+            cfg, dcfg = _config(case, rep, settings, folder, cuts)
+            schedules[case.label] = "sequential" if case.workers == 1 else schedule_name(cfg, dcfg)
+            print(f"speed [{rep + 1}/{repeats}]: {case.label} ...", end=" ", flush=True)
+            try:
+                record = read_record(run_distributed(cfg, dcfg, log_dir=folder / case.label / f"run{rep + 1}" / "logs"))
+            except BenchError as e:
+                errors[case.label] = str(e)
+                print(f"failed: {e}", flush=True)
+                continue
+            runs[case.label].append(record)
+            print(f"{record['final']['samples_per_s']:.1f} samples/s", flush=True)
+    return runs, errors, schedules
+
+
 def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 100,
               warmup: int = 5, split: str = "paper", device: str = "cpu", out: str = "results",
               data_root: str | None = None, only: list[str] | None = None, command: str | None = None,
-              repeats: int = 3) -> Path:
+              repeats: int = 3, plugins: list[str] | None = None) -> Path:
     """Run every configuration `repeats` times (round after round, so a slow spell of the machine hits every
     configuration alike), report each one's median run, print the table, write the CSV and markdown; returns
     the CSV's path. A configuration that fails is a row saying so; the others go on."""
@@ -167,50 +201,36 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
             raise BenchError(f"--only: no configuration for {', '.join(sorted(unknown))}")
         todo = [c for c in todo if c.method in only or c.label == "bp_w1_t1"]  # bp-1-worker is the yardstick
     folder = Path(out) / f"speed-{profile}"
-    load_before = os.getloadavg()
-    t_start = time.time()
-    cuts: dict[int, list[int]] = {}  # K -> the cut every method with K workers runs on
-    runs: dict[str, list[dict]] = {c.label: [] for c in todo}
-    errors: dict[str, str] = {}
-    for rep in range(repeats):
-        for case in todo:
-            if case.label in errors:
-                continue
-            cfg = resolve(RunConfig(method=case.method, groups=case.workers, model=model, data=data,
-                                    profile=profile, split_rule=split, data_root=data_root, device=device,
-                                    out=str(folder / case.label / f"run{rep + 1}"), steps=warmup + steps))
-            if split == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
-                if case.workers not in cuts:
-                    cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
-                cfg.split_bounds = cuts[case.workers]
-            cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
-            dcfg = DistConfig(schedule=case.schedule, threads_per_worker=case.threads,
-                              microbatches=case.microbatches, warmup_steps=warmup, evaluate=False)
-            print(f"speed [{rep + 1}/{repeats}]: {case.label} ...", end=" ", flush=True)
-            try:
-                record = read_record(run_distributed(cfg, dcfg, log_dir=folder / case.label / f"run{rep + 1}" / "logs"))
-            except BenchError as e:
-                errors[case.label] = str(e)
-                print(f"failed: {e}", flush=True)
-                continue
-            runs[case.label].append(record)
-            print(f"{record['final']['samples_per_s']:.1f} samples/s", flush=True)
+    load_before, t_start = os.getloadavg(), time.time()
+    settings = dict(model=model, data=data, profile=profile, split=split, data_root=data_root, device=device,
+                    steps=steps, warmup=warmup, plugins=plugins)
+    runs, errors, schedules = _run_all(todo, repeats, settings, folder)
     load_after = os.getloadavg()
     bp1 = median_run(runs["bp_w1_t1"])["final"]["samples_per_s"] if runs.get("bp_w1_t1") else None
-    rows = [_failed_row(c, errors[c.label]) if c.label in errors else _row(c, runs[c.label], bp1) for c in todo]
+    rows = [_failed_row(c, errors[c.label], schedules.get(c.label, "")) if c.label in errors
+            else _row(c, runs[c.label], bp1, schedules[c.label]) for c in todo]
+    settings.update(repeats=repeats, load_before=load_before[0], load_after=load_after[0],
+                    elapsed=time.time() - t_start)
+    return _write(rows, Path(out), settings, command)
+
+
+def _write(rows: list[dict], out: Path, s: dict, command: str | None) -> Path:
+    """The CSV and the markdown table with its command, machine and load."""
+    import torch
+
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=REQUIRED + EXTRA, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    csv_path = Path(out) / f"speed-{profile}.csv"
+    csv_path = out / f"speed-{s['profile']}.csv"
     atomic_write_text(csv_path, buf.getvalue())
     command = command or "python -m bench speed " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     batch = next((r["batch_size"] for r in rows if r["batch_size"] != ""), "?")
-    header = (f"# Training throughput, profile `{profile}` ({model}, {data}, batch {batch}, {split} split, "
-              f"{steps} timed steps after {warmup} warm-up, median of {repeats} runs)\n\n"
-              f"Command: `{command}`  \nMachine: {_machine()}, device {device}, torch {torch.__version__}; "
-              f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after; "
-              f"{time.time() - t_start:.0f} s in all.  \n"
+    header = (f"# Training throughput, profile `{s['profile']}` ({s['model']}, {s['data']}, batch {batch}, "
+              f"{s['split']} split, {s['steps']} timed steps after {s['warmup']} warm-up, median of {s['repeats']} "
+              f"runs)\n\nCommand: `{command}`  \nMachine: {_machine()}, device {s['device']}, torch {torch.__version__}; "
+              f"load average {s['load_before']:.2f} before, {s['load_after']:.2f} after; "
+              f"{s['elapsed']:.0f} s in all.  \n"
               "Executor: distributed, one process per worker (truly parallel, not simulated). Each configuration "
               "ran once per round, round after round; its row is its median run (`best` and `every run` beside it), "
               "and the ratios are between medians. "

@@ -14,7 +14,8 @@ from pathlib import Path
 from . import data as datasets
 from .config import RunConfig
 from .errors import BenchError
-from .records import read_record
+from .train.loop import run
+from .train.records import read_record
 
 # Table I's columns (bp, dni_n1..3, lct_n1..3; K = n + 1 groups) plus Table IV's joint (LCT_n3 structure).
 TABLE1_METHODS = [("bp", 1)] + [(m, k) for m in ("dni", "lct") for k in (2, 3, 4)] + [("joint", 4)]
@@ -84,8 +85,6 @@ def run_sweep(name: str, profile: str, seeds: list[int], base: RunConfig, progre
 
     Resumable: a completed (or diverged) record is skipped, an unfinished one resumes from its
     checkpoint, so rerunning the same command finishes the rest."""
-    from .runner import run
-
     configs = grid_configs(name, profile, seeds, base, steps)
     root = datasets.resolve_data_root(base.data_root)
     for d in sorted({c.data for c in configs}):

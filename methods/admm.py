@@ -20,8 +20,7 @@ lambda from 0 and runs `inner` iterations; the weight step minimises beta * sum 
 all batches so far (sufficient statistics, decayed by `decay` per batch) plus prox ||W - W_old||^2,
 i.e. recursive least squares, so a batch of 64 cannot overwrite what earlier batches taught.
 
-Options (`--option key=value`): beta (1.0), gamma (10.0), inner (4), decay (0.99), prox (1.0),
-zl_steps (25). The layer groups only say which stage owns which layer; the updates are layer-wise.
+The layer groups only say which group owns which layer; the updates are layer-wise.
 """
 from __future__ import annotations
 
@@ -29,10 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import register_method
-from .base import Stage, check_options
-
-DEFAULTS = {"beta": 1.0, "gamma": 10.0, "inner": 4, "decay": 0.99, "prox": 1.0, "zl_steps": 25}
+from .registry import register_method
+from .base import Backend, Look, Option, WholeStepRule
 
 
 class LeastSquaresStats(nn.Module):
@@ -123,31 +120,31 @@ def output_step(z, y, lam, m, beta: float, steps: int) -> torch.Tensor:
 
 
 @register_method("admm")
-class AdmmStage(Stage):
+class Admm(WholeStepRule):
     description = "ADMM without gradients (Taylor et al. 2016): least-squares / closed-form layer sub-steps"
     supported_models = ("mlp",)
-    sends_feedback = False
+    backend = Backend.NONE
+    options = {
+        "beta": Option(1.0, "weight of the ||z - W a||^2 constraint terms", minimum=0),
+        "gamma": Option(10.0, "weight of the ||a - h(z)||^2 activation terms", minimum=0),
+        "inner": Option(4, "ADMM iterations per batch", minimum=1),
+        "decay": Option(0.99, "decay per batch of the least-squares history", minimum=0),
+        "prox": Option(1.0, "proximal weight ||W - W_old||^2 of the weight step", minimum=0),
+        "zl_steps": Option(25, "gradient steps of the output sub-problem", minimum=1),
+    }
+    look = Look("ADMM", "#b15928", 10)
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.opts = check_options("admm", ctx.options, DEFAULTS)
-        self.layers = [m for m in self.body.modules() if isinstance(m, nn.Linear)]
-        self.solver = nn.ModuleList(LeastSquaresStats(m) for m in self.layers)  # checkpointed with the stage
+    def __init__(self, groups, options):
+        super().__init__(groups, options)
+        for part in self.parts:  # the layer-wise least-squares history, checkpointed with its group
+            layers = [m for m in part["body"].modules() if isinstance(m, nn.Linear)]
+            part["admm"] = nn.ModuleList(LeastSquaresStats(m) for m in layers)
+        self.layers = [m for b in self.bodies for m in b.modules() if isinstance(m, nn.Linear)]
+        self.solver = [st for part in self.parts for st in part["admm"]]
 
-    def modules(self):
-        return {**super().modules(), "admm": self.solver}
-
-    def forward(self, step, x, y):  # pragma: no cover - ADMM is not a forward/backward rule
-        raise NotImplementedError("admm runs through AdmmStage.run_step (in process)")
-
-    backward = forward
-
-    @classmethod
-    def run_step(cls, stages, step, x, y):
-        o = stages[0].opts
+    def step(self, step, x, y):
+        o, layers, stats = self.opts, self.layers, self.solver
         beta, gamma = o["beta"], o["gamma"]
-        layers = [m for s in stages for m in s.layers]
-        stats = [st for s in stages for st in s.solver]
         L = len(layers)
         with torch.no_grad():
             a = [x.flatten(1)]  # a[l] is the input of layer l (a[0] = x)
@@ -156,7 +153,7 @@ class AdmmStage(Stage):
                 z.append(_affine(layer, a[l]))
                 if l < L - 1:
                     a.append(F.relu(z[l]))
-            stages[-1].stats["loss"] = F.cross_entropy(z[-1], y)  # the network's loss before this step
+            loss = F.cross_entropy(z[-1], y)  # the network's loss before this step
             lam = torch.zeros_like(z[-1])
             for _ in range(o["inner"]):
                 for l in range(L - 1):
@@ -171,4 +168,5 @@ class AdmmStage(Stage):
                 a1 = _ones(a[l])
                 stats[l].P.mul_(o["decay"]).add_(z[l].T @ a1)
                 stats[l].Q.mul_(o["decay"]).add_(a1.T @ a1)
-            stages[-1].stats["residual"] = (z[-1] - _affine(layers[-1], a[-1])).pow(2).mean()
+            self.stats["residual"] = (z[-1] - _affine(layers[-1], a[-1])).pow(2).mean()
+        return loss

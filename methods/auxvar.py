@@ -29,7 +29,6 @@ this family, and answer them with AuxNets and serial correction passes, not impl
 BatchNorm running statistics see each batch once (the forward of step 1); the extra forwards of steps
 2 and 3 leave them as they were.
 
-Options (`--option key=value`): rho (1.0), z_lr (1.0), z_iters (K - 1).
 """
 from __future__ import annotations
 
@@ -38,87 +37,89 @@ import torch.nn.functional as F
 
 from bench.models import IMAGE_MODELS
 
-from . import register_method
-from .base import Stage, check_options
+from .registry import register_method
+from .base import Backend, Look, Option, WholeStepRule
 
 
-def init_aux(stages, x: torch.Tensor) -> list[torch.Tensor]:
+def init_aux(bodies, x: torch.Tensor) -> list[torch.Tensor]:
     """[x, z_1, ..., z_{K-1}]: the boundary activations of a forward pass (no graph)."""
     z = [x]
     with torch.no_grad():
-        for s in stages[:-1]:
-            z.append(s.body(z[-1]))
+        for body in bodies[:-1]:
+            z.append(body(z[-1]))
     return z
 
 
-def penalty(stages, z: list[torch.Tensor], y: torch.Tensor, rho: float) -> torch.Tensor:
+def penalty(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float) -> torch.Tensor:
     """F summed over the batch's samples."""
-    total = F.cross_entropy(stages[-1].body(z[-1]), y, reduction="sum")
-    for k, s in enumerate(stages[:-1]):
-        total = total + rho / 2 * (z[k + 1] - s.body(z[k])).pow(2).sum()
+    total = F.cross_entropy(bodies[-1](z[-1]), y, reduction="sum")
+    for k, body in enumerate(bodies[:-1]):
+        total = total + rho / 2 * (z[k + 1] - body(z[k])).pow(2).sum()
     return total
 
 
-def update_aux(stages, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int) -> list[torch.Tensor]:
+def update_aux(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int) -> list[torch.Tensor]:
     """`iters` gradient steps on F over z_1..z_{K-1} (the weights stay as they are; z_0 = x is data)."""
     z = [z[0]] + [t.detach() for t in z[1:]]
     for _ in range(iters):
         leaves = [t.requires_grad_(True) for t in z[1:]]
-        grads = torch.autograd.grad(penalty(stages, z, y, rho), leaves)
+        grads = torch.autograd.grad(penalty(bodies, z, y, rho), leaves)
         z = [z[0]] + [(t - lr * g).detach() for t, g in zip(leaves, grads)]
     return z
 
 
-def module_loss(stage, z_in: torch.Tensor, target: torch.Tensor, rho: float) -> torch.Tensor:
+def module_loss(body, last: bool, z_in: torch.Tensor, target: torch.Tensor, rho: float) -> torch.Tensor:
     """Module k's own objective given the auxiliary variables: fit z_k, or the labels for the last."""
-    out = stage.body(z_in)
-    if stage.ctx.is_last:
-        return stage.ctx.per_sample_loss(out, target).mean()
+    out = body(z_in)
+    if last:
+        return F.cross_entropy(out, target)
     return rho / 2 * (out - target).pow(2).flatten(1).sum(1).mean()
 
 
-def module_step(stage, z_in: torch.Tensor, target: torch.Tensor, rho: float) -> torch.Tensor:
-    loss = module_loss(stage, z_in.detach(), target.detach(), rho)
-    stage.body_opt.zero_grad(set_to_none=True)
+def module_step(body, opt, last: bool, z_in: torch.Tensor, target: torch.Tensor, rho: float) -> torch.Tensor:
+    """One step of a module's own optimiser on its own objective; nothing else is read or moved."""
+    loss = module_loss(body, last, z_in.detach(), target.detach(), rho)
+    opt.zero_grad(set_to_none=True)
     loss.backward()
-    stage.body_opt.step()
+    opt.step()
     return loss.detach()
 
 
-def _buffers(stages) -> list[torch.Tensor]:
-    return [b for s in stages for b in s.body.buffers()]
+def _buffers(bodies) -> list[torch.Tensor]:
+    return [b for body in bodies for b in body.buffers()]
 
 
 @register_method("auxvar")
-class AuxVarStage(Stage):
+class AuxVar(WholeStepRule):
     description = "penalty method: modules fit auxiliary activations in parallel; the activations follow F"
-    sends_feedback = False
+    backend = Backend.NONE
     supported_models = IMAGE_MODELS  # several forwards per step: not for the stateful LSTMs
+    min_groups = 2
+    options = {
+        "rho": Option(1.0, "penalty weight of ||z_k - f_k(z_{k-1})||^2", minimum=0),
+        "z_lr": Option(1.0, "step size of the auxiliary-variable update", minimum=0),
+        "z_iters": Option(None, "gradient steps on z per batch (default K - 1)", kind=int, minimum=1),
+    }
+    look = Look("auxvar", "#fb9a99", 80)
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        o = check_options("auxvar", ctx.options, {"rho": 1.0, "z_lr": 1.0, "z_iters": max(1, ctx.num_stages - 1)})
-        self.rho, self.z_lr, self.z_iters = o["rho"], o["z_lr"], o["z_iters"]
+    def __init__(self, groups, options):
+        super().__init__(groups, options)
+        self.z_iters = options["z_iters"] or max(1, len(groups) - 1)
+        for g, opts in zip(groups, self.optims):
+            opts["body"] = g.hyper.optimizer_for(g.body.parameters())
 
-    def forward(self, step, x, y):
-        raise NotImplementedError("auxvar runs through AuxVarStage.run_step (alternating blocks)")
-
-    backward = forward
-
-    @classmethod
-    def run_step(cls, stages, step, x, y):
-        o = stages[0]
-        for s in stages:
-            s.set_step(step)
-        z = init_aux(stages, x)
+    def step(self, step, x, y):
+        bodies, rho = self.bodies, self.opts["rho"]
+        self.set_lr(step)
+        z = init_aux(bodies, x)
         with torch.no_grad():  # the network's own loss on this batch (and its BN statistics' one update)
-            stages[-1].stats["loss"] = F.cross_entropy(stages[-1].body(z[-1]), y)
-        saved = [b.clone() for b in _buffers(stages)]
-        z = update_aux(stages, z, y, o.rho, o.z_lr, o.z_iters)
+            loss = F.cross_entropy(bodies[-1](z[-1]), y)
+        saved = [b.clone() for b in _buffers(bodies)]
+        z = update_aux(bodies, z, y, rho, self.opts["z_lr"], self.z_iters)
         targets = z[1:] + [y]
-        losses = [module_step(s, z[k], targets[k], o.rho) for k, s in enumerate(stages)]
+        for k, (body, opts) in enumerate(zip(bodies, self.optims)):
+            self.stats[f"fit{k}"] = module_step(body, opts["body"], k == len(bodies) - 1, z[k], targets[k], rho)
         with torch.no_grad():
-            for b, v in zip(_buffers(stages), saved):
+            for b, v in zip(_buffers(bodies), saved):
                 b.copy_(v)
-        for k, s in enumerate(stages):
-            s.stats["fit"] = losses[k]
+        return loss

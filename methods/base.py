@@ -1,29 +1,120 @@
-"""The one interface every training method implements: a rule for one layer group and one batch.
+"""What every training method is: a rule, and what it declares beside the rule.
 
-A stage owns one layer group (``body``) plus whatever the method attaches to it (a critic, an
-exit head, a synthesizer) and their optimisers. Both executors drive a stage the same way:
+There are two kinds of rule.
 
-    out = stage.forward(step, x, y)     # -> activation to send to the next stage (None at the last)
-    back = stage.backward(step, fb)     # fb: what the next stage sent back for this step (None at
-                                        #     the last stage); -> what to send to the previous stage
+- A **group rule** (`GroupRule`) is what one layer group does with one batch; one instance per group:
 
-``forward`` may already update the group (local methods do: that is what unlocks it);
-``backward`` applies whatever needed the next stage's feedback. State between the two calls is
-kept per step, so a pipelined executor may run several forwards before the matching backwards.
+      out = rule.forward(step, x, y)      # -> activation for the next group (None at the last)
+      back = rule.backward(step, fb)      # fb: what the next group sent back for this step (None at the
+                                          #     last); -> what to send to the previous group
+
+  `forward` may already update the group (local methods do: that is what unlocks it); `backward`
+  applies whatever needed the next group's feedback. State between the two calls is kept per step, so
+  an executor may run several forwards before the matching backwards.
+- A **whole-step rule** (`WholeStepRule`) updates all groups at once, `step(step, x, y)`, for methods
+  whose step is not one forward and one feedback per group (ADMM's sub-steps, auxiliary variables,
+  rounds of local training).
+
+Beside the rule a method declares (class attributes, read by the executors, the validation and the
+report; nothing outside `methods/` asks for a method by its name):
+  options            typed options with defaults and one line of doc (`--option key=value`)
+  feedback           what crosses a boundary backwards: nothing, a gradient, a per-sample loss vector
+  updates_in_forward whether forward already updates the group (what makes an overlapped schedule legal)
+  backend            which distributed backend runs it on real workers (or none: in process only)
+  local_gradients    whether groups follow a gradient other than the true one (Assumption 1 applies)
+  supported_models, min_groups   where the rule applies
+  look               label, colour and order in tables and figures
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.errors import BenchError
+
+
+class Feedback(str, enum.Enum):
+    """What group i+1 sends back to group i."""
+
+    NONE = "nothing"
+    GRADIENT = "gradient"
+    LOSS = "per-sample loss"
+
+
+class Backend(str, enum.Enum):
+    """The distributed backend that runs a method on real workers (bench/exec/)."""
+
+    STAGES = "stages"                 # one worker per group, activations and feedback point-to-point
+    PIPELINING = "pipelining"         # torch.distributed.pipelining schedules over micro-batches
+    DATA_PARALLEL = "data-parallel"   # the whole network on every worker, DistributedDataParallel
+    ROUNDS = "rounds"                 # replicas trained apart and aggregated every few steps
+    NONE = "none"                     # in process only
+
+
+@dataclass(frozen=True)
+class Option:
+    """One method option: its default, a one-line doc, and what a value must be."""
+
+    default: Any
+    doc: str
+    kind: type | None = None          # the value's type; None: the default's
+    minimum: float | None = None
+    choices: tuple | None = None
+
+    @property
+    def type(self) -> type:
+        return self.kind or type(self.default)
+
+    def parse(self, method: str, key: str, value: Any) -> Any:
+        """`value` (from the command line, a string, or from a record) as this option's type; one-line error."""
+        if value is None:
+            return None
+        kind = self.type
+        try:
+            if kind is bool and isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError
+                value = value.lower() in ("1", "true", "yes", "on")
+            elif kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            else:
+                value = kind(value)
+        except (TypeError, ValueError):
+            raise BenchError(f"{method}: option {key}={value!r} is not of type {kind.__name__}") from None
+        if self.minimum is not None and value < self.minimum:
+            raise BenchError(f"{method}: option {key}={value} must be >= {self.minimum:g}")
+        if self.choices is not None and value not in self.choices:
+            raise BenchError(f"{method}: option {key}={value!r}; valid: {', '.join(map(str, self.choices))}")
+        return value
+
+
+@dataclass(frozen=True)
+class Look:
+    """How tables and figures show a method."""
+
+    label: str                        # "LCT"
+    color: str                        # matplotlib colour
+    order: int                        # rows and legends sort by it
+    suffix: str = ""                  # "n": the paper's LCT_n3 (n = K - 1); "K": "BP+joint (K=4)" where K > 1
+    short: str | None = None          # a shorter axis label (default: the label)
+    count: str = "K"                  # what the number of groups means here: "K" groups, or "S" workers
+
+    def name(self, groups: int) -> str:
+        if self.suffix == "n":
+            return f"{self.label}_n{groups - 1}"
+        if self.suffix == "K" and groups > 1:
+            return f"{self.label} (K={groups})"
+        return self.label
+
 
 @dataclass
 class Hyper:
-    """Optimisation settings a stage needs (the run's config supplies them)."""
+    """Optimisation settings a rule needs (the run's config supplies them)."""
 
     lr: float = 0.1                       # main-network SGD learning rate at step 0
     milestones: tuple[int, ...] = ()      # steps at which the lr is multiplied by lr_decay
@@ -37,25 +128,36 @@ class Hyper:
     def lr_at(self, step: int) -> float:
         return self.lr * self.lr_decay ** sum(step >= m for m in self.milestones)
 
+    def optimizer_for(self, params) -> torch.optim.Optimizer:
+        """The main network's optimiser over `params`."""
+        if self.optimizer == "adam":  # L2 as Adam's (coupled) weight decay, like a loss term
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                               weight_decay=self.weight_decay)
+
+
+def classification_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="none")
+
 
 @dataclass
-class StageContext:
-    """What a stage is built from."""
+class GroupContext:
+    """What a rule is built from, per layer group."""
 
     index: int                            # 0-based group index
-    num_stages: int
+    num_groups: int
     body: nn.Module                       # the layer group (the last one ends with the classifier)
     out_shape: tuple[int, ...] | None     # per-sample activation shape after this group (None at last)
+    in_shape: tuple[int, ...]             # per-sample input shape of this group
     num_classes: int
     family: str                           # "resnet" | "resnet_imagenet" | "mlp" | "lstm": picks head shapes
     width: float
     hyper: Hyper
     head_factory: Callable[[tuple[int, ...]], nn.Module] | None = None  # builds a critic/exit for out_shape
-    options: dict = field(default_factory=dict)
     # per-sample loss of logits against targets: a (B,) vector for classification; sequence models
     # flatten time into the sample axis. LCT's critics regress these vectors.
-    per_sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = (
-        lambda logits, y: F.cross_entropy(logits, y, reduction="none"))
+    per_sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss
+    units: list[nn.Module] = field(default_factory=list)  # the group's units, in order (== body's children)
 
     @property
     def is_first(self) -> bool:
@@ -63,32 +165,52 @@ class StageContext:
 
     @property
     def is_last(self) -> bool:
-        return self.index == self.num_stages - 1
+        return self.index == self.num_groups - 1
 
 
-class Stage:
-    """Base class: SGD (or Adam, per Hyper.optimizer) on the body; subclasses define forward/backward."""
+class Method:
+    """The declarations every method makes (see the module docstring)."""
 
-    name: ClassVar[str] = ""
+    name: ClassVar[str] = ""              # set by register_method
     description: ClassVar[str] = ""
-    # Whether stage i's backward needs feedback from stage i+1 (the last stage never waits).
-    sends_feedback: ClassVar[bool] = True
-    # Whether the Assumption-1 check applies (the method updates groups with a non-true gradient).
+    options: ClassVar[dict[str, Option]] = {}
+    feedback: ClassVar[Feedback] = Feedback.NONE
+    updates_in_forward: ClassVar[bool] = False
+    backend: ClassVar[Backend] = Backend.NONE
     local_gradients: ClassVar[bool] = False
-    # Models the rule applies to (names in bench.models.MODELS); None: every model. build_stages checks it.
-    supported_models: ClassVar[tuple[str, ...] | None] = None
+    supported_models: ClassVar[tuple[str, ...] | None] = None  # names in bench.models.MODELS; None: all
+    min_groups: ClassVar[int] = 1
+    look: ClassVar[Look] = Look("?", "#999999", 1000)
 
-    def __init__(self, ctx: StageContext):
+    @classmethod
+    def resolve_options(cls, given: dict) -> dict:
+        """Every option: the given value (typed and checked) or its default; an unknown key is one line."""
+        unknown = sorted(set(given) - set(cls.options))
+        if unknown:
+            raise BenchError(f"{cls.name}: unknown option(s) {', '.join(unknown)}; valid: "
+                             f"{', '.join(cls.options) or 'none'}")
+        return {k: o.parse(cls.name, k, given[k]) if k in given else o.default for k, o in cls.options.items()}
+
+    @classmethod
+    def check(cls, model: str, groups: int, batch_size: int, options: dict) -> None:
+        """One-line error where the rule cannot run on this setting (subclasses add their own)."""
+        if cls.supported_models is not None and model not in cls.supported_models:
+            raise BenchError(f"{cls.name} runs on {', '.join(cls.supported_models)} only, not on {model}")
+        if groups < cls.min_groups:
+            raise BenchError(f"{cls.name} needs --groups >= {cls.min_groups} (K = {groups} would be plain "
+                             f"backprop)")
+
+
+class GroupRule(Method):
+    """A rule for one layer group; SGD (or Adam, per Hyper.optimizer) on the body."""
+
+    def __init__(self, ctx: GroupContext, options: dict):
         self.ctx = ctx
+        self.opts = options
         self.body = ctx.body
         self.hyper = ctx.hyper
         self.head: nn.Module | None = None
-        if ctx.hyper.optimizer == "adam":  # L2 as Adam's (coupled) weight decay, like a loss term
-            self.body_opt = torch.optim.Adam(self.body.parameters(), lr=ctx.hyper.lr,
-                                             weight_decay=ctx.hyper.weight_decay)
-        else:
-            self.body_opt = torch.optim.SGD(self.body.parameters(), lr=ctx.hyper.lr, momentum=ctx.hyper.momentum,
-                                            nesterov=ctx.hyper.nesterov, weight_decay=ctx.hyper.weight_decay)
+        self.body_opt = ctx.hyper.optimizer_for(self.body.parameters())
         self.stats: dict[str, torch.Tensor] = {}  # detached scalars; read lazily (no sync per step)
 
     # --- the rule -------------------------------------------------------------------------
@@ -98,35 +220,16 @@ class Stage:
     def backward(self, step: int, feedback: torch.Tensor | None) -> torch.Tensor | None:
         raise NotImplementedError
 
-    @classmethod
-    def check_model(cls, model: str) -> None:
-        """One-line error if the rule does not apply to this model (supported_models)."""
-        if cls.supported_models is not None and model not in cls.supported_models:
-            from bench.errors import BenchError
-
-            raise BenchError(f"{cls.name} runs on {', '.join(cls.supported_models)} only, not on {model}")
-
+    # --- what executors and the loop use ------------------------------------------------------
     @property
     def waits_for_feedback(self) -> bool:
-        return self.sends_feedback and not self.ctx.is_last
+        return self.feedback is not Feedback.NONE and not self.ctx.is_last
 
-    @classmethod
-    def run_step(cls, stages: list["Stage"], step: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One in-process step over all stages: lockstep forward, then feedback back. A method whose
-        step is not of this shape (e.g. ADMM's sub-steps) overrides it."""
-        for stage in stages:
-            stage.set_step(step)
-            x = stage.forward(step, x, y)
-        feedback = None
-        for stage in reversed(stages):
-            feedback = stage.backward(step, feedback)
-
-    # --- helpers shared by methods ------------------------------------------------------------
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"body": self.body_opt}
 
     def modules(self) -> dict[str, nn.Module]:
-        """Everything with weights or buffers that this stage owns (checkpoints, memory, sync)."""
+        """Everything with weights or buffers that this rule owns (checkpoints, memory, sync)."""
         mods = {"body": self.body}
         if self.head is not None:
             mods["head"] = self.head
@@ -137,17 +240,6 @@ class Stage:
         for group in self.body_opt.param_groups:
             group["lr"] = self.hyper.lr_at(step)
 
-    def _attach_head(self) -> None:
-        """A head after this group (none after the last) that learns with the group's own optimiser, as one
-        sub-model (joint's exits, greedy's auxiliary classifiers)."""
-        if not self.ctx.is_last:
-            self.head = self.ctx.head_factory(self.ctx.out_shape)
-            self.body_opt.add_param_group({"params": list(self.head.parameters())})
-
-    def head_logits(self, h: torch.Tensor) -> torch.Tensor | None:
-        """Sub-model output at this boundary (critic / exit), or None if the method has no head."""
-        return None if self.head is None or self.ctx.is_last else self.head(h)
-
     def local_grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor] | None:
         """Gradient of the body's parameters that this method would apply for (x, y); None = the true one."""
         return None
@@ -156,8 +248,16 @@ class Stage:
         for m in self.modules().values():
             m.train(mode)
 
+    # --- helpers shared by rules ----------------------------------------------------------------
+    def _attach_head(self) -> None:
+        """A head after this group (none after the last) that learns with the group's own optimiser, as one
+        sub-model (joint's exits, greedy's auxiliary classifiers)."""
+        if not self.ctx.is_last:
+            self.head = self.ctx.head_factory(self.ctx.out_shape)
+            self.body_opt.add_param_group({"params": list(self.head.parameters())})
+
     def _input(self, x: torch.Tensor) -> torch.Tensor:
-        """Input of this stage: a leaf that collects the gradient to send back (not for the first)."""
+        """Input of this group: a leaf that collects the gradient to send back (not for the first)."""
         return x if self.ctx.is_first else x.detach().requires_grad_(True)
 
     def _last_forward(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -177,15 +277,45 @@ class Stage:
         return None if self.ctx.is_first else self.x.grad
 
 
-def check_options(method: str, options: dict, known: dict) -> dict:
-    """A method's options (`--option key=value`) over its defaults; an unknown key is a one-line error."""
-    from bench.errors import BenchError
+class WholeStepRule(Method):
+    """A rule over all groups at once. `parts[k]` holds group k's modules (its body first), which
+    checkpoints, device moves and the record's split read; subclasses add their own optimisers."""
 
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise BenchError(f"{method}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(known) or 'none'}")
-    out = {}
-    for key, default in known.items():
-        value = options.get(key, default)
-        out[key] = type(default)(value) if default is not None and value is not None else value
-    return out
+    def __init__(self, groups: list[GroupContext], options: dict):
+        self.groups = groups
+        self.opts = options
+        self.hyper = groups[0].hyper
+        self.parts: list[dict[str, nn.Module]] = [{"body": g.body} for g in groups]
+        self.optims: list[dict[str, torch.optim.Optimizer]] = [{} for _ in groups]
+        self.stats: dict[str, torch.Tensor] = {}
+
+    @property
+    def bodies(self) -> list[nn.Module]:
+        return [p["body"] for p in self.parts]
+
+    def network(self) -> list[tuple[nn.Module, nn.Module | None]]:
+        """(body, head) per group, for evaluation: the bodies, and no sub-model heads unless a rule has them."""
+        return [(b, None) for b in self.bodies]
+
+    def train(self, mode: bool = True) -> None:
+        for part in self.parts:
+            for m in part.values():
+                m.train(mode)
+
+    def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One training step over every group; returns the step's main loss (a device scalar)."""
+        raise NotImplementedError
+
+    def local_grads(self, k: int, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor] | None:
+        """Gradient group k's parameters would follow for input x (None: the true one, or not measured)."""
+        return None
+
+    def extras(self) -> dict:
+        """The method's own facts for the run record (e.g. bytes per round)."""
+        return {}
+
+    def set_lr(self, step: int) -> None:
+        for opts in self.optims:
+            for opt in opts.values():
+                for group in opt.param_groups:
+                    group["lr"] = self.hyper.lr_at(step)

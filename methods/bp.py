@@ -1,18 +1,20 @@
 """Backprop (BP): each group waits for the gradient of the main loss w.r.t. its output.
 
-Split into K groups and run in lockstep this is exactly autograd on the whole network; on the
-distributed executor it is the naive model-parallel baseline (one group busy at a time).
+Split into K groups and run in lockstep this is exactly autograd on the whole network; on real
+workers it is the naive model-parallel baseline (one group busy at a time).
 """
 from __future__ import annotations
 
-
-from . import register_method
-from .base import Stage
+from .registry import register_method
+from .base import Backend, Feedback, GroupRule, Look
 
 
 @register_method("bp")
-class BackpropStage(Stage):
+class Backprop(GroupRule):
     description = "backprop of the main loss (the reference)"
+    feedback = Feedback.GRADIENT
+    backend = Backend.STAGES
+    look = Look("BP", "#222222", 0)
 
     def forward(self, step, x, y):
         if self.ctx.is_last:
@@ -27,6 +29,10 @@ class BackpropStage(Stage):
             self._last_backward()
         else:
             self.body_opt.zero_grad(set_to_none=True)
-            self.out.backward(feedback)
+            self._backpropagate(feedback)
             self.body_opt.step()
         return self._input_grad()
+
+    def _backpropagate(self, feedback) -> None:
+        """The group's gradient, given the gradient of the main loss w.r.t. its output."""
+        self.out.backward(feedback)

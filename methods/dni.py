@@ -12,20 +12,25 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.heads import Synthesizer
+from bench.models.heads import Synthesizer
 
-from . import register_method
-from .base import Stage
+from .registry import register_method
+from .base import Backend, Feedback, GroupRule, Look
 
 
 @register_method("dni")
-class SyntheticGradientStage(Stage):
+class SyntheticGradient(GroupRule):
     description = "DNI: groups follow synthetic gradients, synthesizers regress the next group's gradient"
+    feedback = Feedback.GRADIENT
+    updates_in_forward = True
+    backend = Backend.STAGES
     local_gradients = True
+    min_groups = 2
+    look = Look("DNI", "#d95f02", 20, suffix="n")
     condition_on_labels = False
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         if not ctx.is_last:
             self.synth = Synthesizer(ctx.family, ctx.out_shape, ctx.num_classes, self.condition_on_labels,
@@ -79,6 +84,7 @@ class SyntheticGradientStage(Stage):
 
 
 @register_method("cdni")
-class ConditionedSyntheticGradientStage(SyntheticGradientStage):
+class ConditionedSyntheticGradient(SyntheticGradient):
     description = "cDNI: DNI whose synthesizers also see the one-hot label"
+    look = Look("cDNI", "#e6ab02", 30, suffix="n")
     condition_on_labels = True

@@ -4,9 +4,9 @@ Every group runs each micro-batch separately (so BatchNorm normalises per micro-
 real pipeline), backpropagates each micro-batch's mean loss on its own, accumulates the gradients
 and divides them by m before one update: the gradient of the batch's mean loss, computed as
 torch.distributed.pipelining computes it (feedback between groups is the sum over micro-batches,
-each group scales its own gradients). This is the in-process rule; on the distributed executor the
-same stages run under PipelineStage + ScheduleGPipe (or Schedule1F1B), which overlaps the
-micro-batches of different groups. Option `microbatches` (default 4).
+each group scales its own gradients). This is the in-process rule; on real workers the same groups
+run under PipelineStage and the schedule named by the `schedule` option, which overlaps the
+micro-batches of different groups.
 """
 from __future__ import annotations
 
@@ -16,23 +16,34 @@ import torch.nn.functional as F
 from bench.errors import BenchError
 from bench.models import IMAGE_MODELS
 
-from . import register_method
-from .bp import BackpropStage
+from .registry import register_method
+from .base import Backend, Look, Option
+from .bp import Backprop
+
+SCHEDULES = ("gpipe", "1f1b")  # torch.distributed.pipelining's ScheduleGPipe and Schedule1F1B
 
 
 @register_method("gpipe")
-class GPipeStage(BackpropStage):
+class GPipe(Backprop):
     description = "pipelined backprop (GPipe): m micro-batches, gradients accumulated"
+    backend = Backend.PIPELINING
     supported_models = IMAGE_MODELS  # a stateful LSTM cannot be cut into micro-batches
+    options = {
+        "microbatches": Option(4, "micro-batches per batch (--microbatches)", minimum=1),
+        "schedule": Option("gpipe", "torch.distributed.pipelining schedule on real workers (--pp-schedule)",
+                           choices=SCHEDULES),
+    }
+    look = Look("pipelined BP (GPipe)", "#e7298a", 60, suffix="K", short="GPipe")
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.microbatches = int(ctx.options.get("microbatches", 4))
+    @classmethod
+    def check(cls, model, groups, batch_size, options):
+        super().check(model, groups, batch_size, options)
+        if batch_size % options["microbatches"]:
+            raise BenchError(f"gpipe: batch of {batch_size} is not divisible into {options['microbatches']} "
+                             f"micro-batches")
 
     def _chunks(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if len(t) % self.microbatches:
-            raise BenchError(f"gpipe: batch of {len(t)} is not divisible into {self.microbatches} micro-batches")
-        return t.chunk(self.microbatches)
+        return t.chunk(self.opts["microbatches"])
 
     def forward(self, step, x, y):
         self.x = self._input(x)
@@ -44,12 +55,13 @@ class GPipeStage(BackpropStage):
         return None
 
     def backward(self, step, feedback):
+        m = self.opts["microbatches"]
         self.body_opt.zero_grad(set_to_none=True)
-        grads = [None] * self.microbatches if self.ctx.is_last else self._chunks(feedback)
+        grads = [None] * m if self.ctx.is_last else self._chunks(feedback)
         for out, grad in zip(self.losses if self.ctx.is_last else self.outs, grads):
             out.backward(grad)  # one micro-batch at a time, like the pipeline
         for p in self.body.parameters():
             if p.grad is not None:
-                p.grad.div_(self.microbatches)
+                p.grad.div_(m)
         self.body_opt.step()
         return self._input_grad()

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import torch
 
-from . import register_method
-from .base import Stage
+from .registry import register_method
+from .base import Backend, Feedback, GroupRule, Look
 
 
 @register_method("greedy")
-class GreedyLocalStage(Stage):
+class GreedyLocal(GroupRule):
     description = "decoupled greedy learning: each group (and its head) follows only its own head's CE"
-    sends_feedback = False
+    feedback = Feedback.NONE
+    updates_in_forward = True
+    backend = Backend.STAGES
     local_gradients = True
+    min_groups = 2
+    look = Look("greedy", "#a6761d", 81)
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
         self._attach_head()  # the head is part of the sub-model: same optimiser, lr schedule and L2 as the group
 
     def forward(self, step, x, y):

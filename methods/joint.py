@@ -8,33 +8,27 @@ from __future__ import annotations
 
 import torch
 
-from . import register_method
-from .base import Stage
+from .base import Look
+from .bp import Backprop
+from .registry import register_method
 
 
 @register_method("joint")
-class JointExitStage(Stage):
+class JointExits(Backprop):
     description = "backprop of main loss + early-exit losses (Table IV)"
+    min_groups = 2
+    look = Look("BP+joint", "#7570b3", 50, suffix="K")
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
         self._attach_head()
 
     def forward(self, step, x, y):
-        if self.ctx.is_last:
-            self._last_forward(x, y)
-            return None
-        self.x = self._input(x)
-        self.out = self.body(self.x)
-        self.exit_loss = self.ctx.per_sample_loss(self.head(self.out), y).mean()
-        self.stats["exit_loss"] = self.exit_loss.detach()
-        return self.out.detach()
+        out = super().forward(step, x, y)
+        if not self.ctx.is_last:
+            self.exit_loss = self.ctx.per_sample_loss(self.head(self.out), y).mean()
+            self.stats["exit_loss"] = self.exit_loss.detach()
+        return out
 
-    def backward(self, step, feedback):
-        if self.ctx.is_last:
-            self._last_backward()
-        else:
-            self.body_opt.zero_grad(set_to_none=True)
-            torch.autograd.backward([self.exit_loss, self.out], [None, feedback])
-            self.body_opt.step()
-        return self._input_grad()
+    def _backpropagate(self, feedback) -> None:
+        torch.autograd.backward([self.exit_loss, self.out], [None, feedback])

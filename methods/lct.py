@@ -12,17 +12,22 @@ from __future__ import annotations
 
 import torch
 
-from . import register_method
-from .base import Stage
+from .registry import register_method
+from .base import Backend, Feedback, GroupRule, Look
 
 
 @register_method("lct")
-class LocalCriticStage(Stage):
+class LocalCritic(GroupRule):
     description = "local critic training: groups follow their critic's loss, critics follow the next loss"
+    feedback = Feedback.LOSS
+    updates_in_forward = True
+    backend = Backend.STAGES
     local_gradients = True
+    min_groups = 2
+    look = Look("LCT", "#1b9e77", 40, suffix="n")
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
+    def __init__(self, ctx, options):
+        super().__init__(ctx, options)
         self.pending: dict[int, torch.Tensor] = {}  # step -> l_i with its graph through c_i
         if not ctx.is_last:
             self.head = ctx.head_factory(ctx.out_shape)

@@ -15,12 +15,9 @@ A pre-activation ResNet (`--model preact_resnet50 | preact_resnet101`) is cut, e
 - activation scaling (Section 2.6): the global model runs every block at test time, so the residual
   branch of each partitioned block is scaled by the fraction of sub-ResNets that hold a block, i.e.
   (blocks per sub-ResNet) / (partitioned blocks), 1/S without minimum depth (as the authors' code).
-The machinery (rounds, averaging over holders, bytes per round) is `bench/local_rounds.py`, shared with
+The machinery (rounds, averaging over holders, bytes per round) is `methods/rounds.py`, shared with
 the `localsgd` baseline; `--executor distributed` runs it on S processes with torch.distributed
 (all-reduce for shared blocks, reduce + broadcast within the holders for partitioned ones).
-
-Options (`--option key=value`): local_iters (l, default 10), min_blocks (default: the paper's 5 of
-ResNet-101's 22 partitioned blocks, scaled to the model and rounded up: 2 for ResNet-50's 5).
 """
 from __future__ import annotations
 
@@ -28,12 +25,12 @@ import math
 
 import torch
 
-from bench.local_rounds import DEFAULT_LOCAL_ITERS, LocalRounds, global_units
 from bench.models import PREACT_MODELS
-from bench.preact_resnet import partitionable_blocks
+from bench.models.resnet import partitionable_blocks
 
-from . import register_method
-from .localsgd import LocalSgdStage
+from .registry import register_method
+from .base import Look, Option
+from .rounds import LocalRounds, RoundsMethod, global_units
 
 
 def default_min_blocks(n: int) -> int:
@@ -54,27 +51,25 @@ def partition(blocks: list[int], num_workers: int, min_blocks: int, g: torch.Gen
 
 
 @register_method("resist")
-class ResistStage(LocalSgdStage):
+class Resist(RoundsMethod):
     description = "ResIST: random shallow sub-ResNets trained independently for l steps, then aggregated"
     supported_models = PREACT_MODELS
+    options = {**RoundsMethod.options,
+               "min_blocks": Option(None, "partitioned blocks each sub-ResNet holds at least (default: the paper's "
+                                    "5 of ResNet-101's 22, scaled to the model and rounded up)", kind=int, minimum=1)}
+    look = Look("resist", "#6a3d9a", 83, count="S")
 
-    def __init__(self, ctx):
-        super().__init__(ctx)
-        self.min_blocks = self.opts["min_blocks"]
+    def __init__(self, groups, options):
+        super().__init__(groups, options)
         # the run's seed (torch.manual_seed before the model was built): every rank deals the same rounds
         self.seed = torch.initial_seed()
 
-    @classmethod
-    def option_defaults(cls) -> dict:
-        return {"local_iters": DEFAULT_LOCAL_ITERS, "min_blocks": None}  # None: default_min_blocks(n)
-
-    @classmethod
-    def make_rounds(cls, stages, ranks=None) -> LocalRounds:
-        S = len(stages)
-        blocks = partitionable_blocks(global_units(stages))
-        m = stages[0].min_blocks
-        m = default_min_blocks(len(blocks)) if m is None else int(m)
-        seed = stages[0].seed
+    def make_rounds(self, ranks=None) -> LocalRounds:
+        S = len(self.groups)
+        blocks = partitionable_blocks(global_units(self.bodies))
+        m = self.opts["min_blocks"]
+        m = default_min_blocks(len(blocks)) if m is None else m
+        seed = self.seed
 
         def deal(r: int) -> list[list[int]]:
             g = torch.Generator().manual_seed((seed * 1_000_003 + r) % 2**63)
@@ -82,5 +77,5 @@ class ResistStage(LocalSgdStage):
 
         sizes = [len(p) for p in deal(0)]  # the same every round
         scale = sum(sizes) / (S * len(blocks)) if blocks else 1.0
-        return LocalRounds(stages, S, stages[0].local_iters, partitioned=blocks, partition=deal,
-                           eval_scale=scale, ranks=ranks)
+        return LocalRounds(self.bodies, self.hyper, S, self.opts["local_iters"], partitioned=blocks,
+                           partition=deal, eval_scale=scale, ranks=ranks)

@@ -2,9 +2,9 @@
 
 - lockstep lct / dni: the same weights as the in-process executor after several steps;
 - gpipe (torch.distributed.pipelining): the same gradients as unsplit backprop;
-- pipelined lct / dni: runs with bounded staleness, records per-worker measurements;
+- overlapped lct / dni: runs with bounded staleness, records per-worker measurements;
 - a killed worker: every other worker exits with a one-line error, well within 60 s, record failed;
-- slow: pipelined lct at the cpu profile learns as well as the in-process run (within 2 points).
+- slow: overlapped lct at the cpu profile learns as well as the in-process run (within 2 points).
 Each launch starts K fresh Python processes (a few seconds each on 2 cores).
 """
 from __future__ import annotations
@@ -18,11 +18,11 @@ import torch
 
 from bench.__main__ import main as cli
 from bench.config import RunConfig
-from bench.distributed import DistConfig, LocalJob, record_path, run_distributed, validate
-from bench.pipeline import train_step
-from bench.records import read_record
-from bench.runner import Run
-from bench.runner import run as run_inprocess
+from bench.exec.launch import LocalJob, record_path, run_distributed, validate
+from bench.exec.settings import DistConfig
+from bench.train.build import build
+from bench.train.loop import run as run_inprocess
+from bench.train.records import read_record
 
 
 def smoke(tmp_path, method: str, groups: int, steps: int = 4, **kw) -> RunConfig:
@@ -39,14 +39,14 @@ def inprocess_state(cfg: RunConfig) -> list[dict]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = Run(RunConfig(**vars(cfg)))
+        r = build(RunConfig(**vars(cfg)))
         for step in range(r.cfg.steps):
             x, y = r.stream.batch(step)
-            train_step(r.stages, step, x, y)
+            r.trainer.step(step, x, y)
     finally:
         torch.set_num_threads(threads)
-    return [{"modules": {k: m.state_dict() for k, m in s.modules().items()},
-             "grads": [p.grad for p in s.body.parameters()]} for s in r.stages]
+    return [{"modules": {k: m.state_dict() for k, m in part.items()},
+             "grads": [p.grad for p in part["body"].parameters()]} for part in r.trainer.parts]
 
 
 def distributed_state(tmp_path, cfg: RunConfig, **dist) -> list[dict]:
@@ -75,7 +75,7 @@ def test_lockstep_gives_the_in_process_weights(tmp_path, method, groups):
                 torch.testing.assert_close(g["modules"][kind][name], value, rtol=1e-4, atol=1e-5,
                                            msg=f"stage {i} {kind}.{name}")
     # and the weights really moved (a run that silently did nothing would also "match")
-    init = Run(RunConfig(**vars(cfg))).stages[0].body.state_dict()
+    init = build(RunConfig(**vars(cfg))).trainer.parts[0]["body"].state_dict()
     moved = [n for n, v in init.items() if v.is_floating_point() and not torch.equal(v, got[0]["modules"]["body"][n])]
     assert moved
 
@@ -86,8 +86,10 @@ def test_lockstep_gives_the_in_process_weights(tmp_path, method, groups):
 ])
 def test_gpipe_gives_the_gradients_of_unsplit_backprop(tmp_path, model, pp_schedule, reference):
     cfg = smoke(tmp_path, "gpipe", 2, steps=2, model=model)
-    got = distributed_state(tmp_path, cfg, microbatches=4, pp_schedule=pp_schedule)
-    ref = RunConfig(**{**vars(cfg), "method": reference, "groups": 1, "extra": {"microbatches": 4}})
+    cfg.extra = {"microbatches": 4, "schedule": pp_schedule}
+    got = distributed_state(tmp_path, cfg)
+    ref = RunConfig(**{**vars(cfg), "method": reference, "groups": 1,
+                       "extra": {"microbatches": 4} if reference == "gpipe" else {}})
     want = inprocess_state(ref)
     torch.testing.assert_close(flat(got, "grads"), flat(want, "grads"), rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(flat(got, "body"), flat(want, "body"), rtol=1e-4, atol=1e-5)
@@ -95,12 +97,12 @@ def test_gpipe_gives_the_gradients_of_unsplit_backprop(tmp_path, model, pp_sched
 
 
 @pytest.mark.parametrize("method, groups", [("lct", 3), ("dni", 2)])
-def test_pipelined_run_records_staleness_and_measurements(tmp_path, method, groups):
+def test_overlapped_run_records_staleness_and_measurements(tmp_path, method, groups):
     cfg = smoke(tmp_path, method, groups, steps=12)
-    path = run_distributed(cfg, DistConfig(schedule="pipelined", max_stale=2), log_dir=tmp_path / "logs")
+    path = run_distributed(cfg, DistConfig(schedule="overlapped", max_stale=2), log_dir=tmp_path / "logs")
     record = read_record(path)
     assert record["status"] == "completed" and record["executor"] == "distributed"
-    assert record["parallel"] == "parallel" and record["schedule"] == "pipelined"
+    assert record["parallel"] == "parallel" and record["schedule"] == "overlapped"
     heads = groups - 1 if method == "lct" else 0  # critics give sub-models, synthesizers do not
     assert record["curves"]["step"] == [12] and len(record["curves"]["sub_acc"][0]) == heads
     assert 0 <= record["final"]["test_acc"] <= 100
@@ -123,14 +125,14 @@ def test_pipelined_run_records_staleness_and_measurements(tmp_path, method, grou
 def _activation_numel(cfg: RunConfig) -> int:
     """Elements of one batch's activation after group 0."""
     n = cfg.batch_size
-    for size in Run(RunConfig(**vars(cfg))).stages[0].ctx.out_shape:
+    for size in build(RunConfig(**vars(cfg))).trainer.rules[0].ctx.out_shape:
         n *= size
     return n
 
 
 def test_a_killed_worker_fails_the_run_within_60_s(tmp_path):
     cfg = validate(smoke(tmp_path, "lct", 3, steps=100_000), DistConfig())
-    dcfg = DistConfig(schedule="pipelined", timeout_s=300)
+    dcfg = DistConfig(schedule="overlapped", timeout_s=300)
     job = LocalJob(cfg, dcfg, log_dir=tmp_path / "logs")
     path = record_path(cfg, dcfg)
     try:
@@ -170,22 +172,23 @@ def test_cli_rejects_bad_distributed_settings_in_one_line(tmp_path, capsys):
 def test_in_process_gpipe_and_ddp_are_backprop_without_batchnorm(tmp_path, method):
     """The in-process rules: on the MLP (no BatchNorm), m micro-batches or K shards change nothing."""
     def weights(m, k):
-        r = Run(smoke(tmp_path, m, k, model="mlp", extra={"microbatches": 4}))
+        r = build(smoke(tmp_path, m, k, model="mlp", extra={"microbatches": 4} if m == "gpipe" else {}))
         for step in range(3):
             x, y = r.stream.batch(step)
-            train_step(r.stages, step, x, y)
-        return torch.cat([p.detach().flatten() for s in r.stages for p in s.body.parameters()])
+            r.trainer.step(step, x, y)
+        return torch.cat([p.detach().flatten() for body in (b for b, _ in r.trainer.network())
+                          for p in body.parameters()])
 
     torch.testing.assert_close(weights(method, 2), weights("bp", 1), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow
-def test_pipelined_lct_learns_like_in_process_at_the_cpu_profile(tmp_path):
-    """Staleness must not break learning: cpu profile, lct_n1, pipelined vs in-process."""
+def test_overlapped_lct_learns_like_in_process_at_the_cpu_profile(tmp_path):
+    """Staleness must not break learning: cpu profile, lct_n1, overlapped vs in-process."""
     cfg = RunConfig(method="lct", groups=2, profile="cpu", data="digits", out=str(tmp_path / "runs"),
                     threads=1)  # the in-process reference on one thread too: fast and steady on a shared box
-    dist_record = read_record(run_distributed(cfg, DistConfig(schedule="pipelined"), log_dir=tmp_path / "logs"))
+    dist_record = read_record(run_distributed(cfg, DistConfig(schedule="overlapped"), log_dir=tmp_path / "logs"))
     ref_record = read_record(run_inprocess(RunConfig(**vars(cfg)), progress=False))
     assert dist_record["status"] == ref_record["status"] == "completed"
-    assert max(w.get("staleness_mean", 0) for w in dist_record["workers"]) > 0  # it really was pipelined
+    assert max(w.get("staleness_mean", 0) for w in dist_record["workers"]) > 0  # it really overlapped
     assert abs(dist_record["final"]["test_acc"] - ref_record["final"]["test_acc"]) <= 2.0

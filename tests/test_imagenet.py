@@ -7,7 +7,7 @@ import torch
 
 from bench import data as datasets
 from bench.errors import BenchError
-from bench.heads import critic
+from bench.models.heads import critic
 from bench.models import build_model
 
 CLASSES = ("n01", "n02", "n03")
@@ -45,8 +45,8 @@ def test_reader_lists_classes_and_files(tree):
 
 def test_stream_is_deterministic_and_prefetch_gives_the_same_batch(tree):
     ds = datasets.load_dataset("imagenet64", tree)
-    a = datasets.BatchStream(ds, 4, seed=3)
-    b = datasets.BatchStream(ds, 4, seed=3)
+    a = datasets.stream(ds, 4, seed=3)
+    b = datasets.stream(ds, 4, seed=3)
     assert type(a).__name__ == "ImageFolderStream"
     xa0, ya0 = a.batch(0)
     xa1, ya1 = a.batch(1)  # served by the prefetch
@@ -55,7 +55,7 @@ def test_stream_is_deterministic_and_prefetch_gives_the_same_batch(tree):
     assert torch.equal(xa1, xb1) and torch.equal(ya1, yb1)
     assert not torch.equal(xa0, xa1)
     assert abs(xa0.mean().item()) < 1.0  # standardised
-    xc, _ = datasets.BatchStream(ds, 4, seed=4).batch(1)
+    xc, _ = datasets.stream(ds, 4, seed=4).batch(1)
     assert not torch.equal(xc, xa1)
 
 
@@ -84,8 +84,8 @@ def test_imagenet_stem_and_critic():
 
 def test_a_run_on_the_tree_completes(tree, tmp_path):
     from bench.config import RunConfig
-    from bench.records import read_record
-    from bench.runner import run
+    from bench.train.loop import run
+    from bench.train.records import read_record
 
     cfg = RunConfig(method="lct", groups=2, data="imagenet64", data_root=str(tree), profile="smoke", steps=2,
                     batch_size=4, out=str(tmp_path / "runs"))

@@ -10,26 +10,34 @@ import math
 import pytest
 import torch
 
-import bench.runner
 from bench.config import RunConfig, resolve
+from bench.data.text import TextData, TextStream, eval_batches
 from bench.errors import BenchError
+from bench.exec.inprocess import GroupChain, InProcess
+from bench.exec.launch import run_distributed
+from bench.exec.settings import DistConfig
 from bench.models import LSTMLayer, build_model, recurrent_layers
-from bench.pipeline import assumption1, build_stages, evaluate, train_step
-from bench.split import paper_split, unit_flops
-from bench.text import TextData, TextStream, eval_batches, sequence_loss
+from bench.models.split import paper_split, unit_flops
+from bench.train.build import build
+from bench.train.evaluate import assumption1, evaluate, sequence_loss
+from bench.train.loop import run
 from methods import list_methods
 from methods.base import Hyper
 
-from helpers import dying_at, params_of
+from helpers import build_trainer, dying_at, md_row, params_of, train_step
 
 VOCAB, BPTT, B = 7, 6, 4
 ADAM = Hyper(lr=0.01, optimizer="adam", weight_decay=0.0)
 
 
 def lstm_stages(method: str, k: int, layers: int = 3, hidden: int = 8, hyper: Hyper = ADAM, seed: int = 0):
-    torch.manual_seed(seed)
-    m = build_model(f"lstm{layers}", VOCAB, (BPTT,), hidden=hidden)
-    return build_stages(method, m, paper_split(m, k), (BPTT,), VOCAB, hyper), m
+    trainer, m = build_trainer(method, k, model=f"lstm{layers}", seed=seed, input_shape=(BPTT,), num_classes=VOCAB,
+                               hyper=hyper, hidden=hidden)
+    return trainer.rules, m
+
+
+def text_evaluate(rules, batches):
+    return evaluate(GroupChain(rules).network(), batches, text=True)
 
 
 def batch(seed: int = 1):
@@ -70,9 +78,9 @@ def test_lct_group_update_is_its_critics_gradient():
     hyper = Hyper(lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0)  # plain SGD: update = -lr * grad
     stages, _ = lstm_stages("lct", 3, hyper=hyper)
     s = stages[0]
-    state = recurrent_layers([s])[0].states[True]
+    state = recurrent_layers([s.body])[0].states[True]
     expected = [p.detach() - hyper.lr * g for p, g in zip(s.body.parameters(), s.local_grads(x, y))]
-    recurrent_layers([s])[0].states[True] = state  # local_grads ran the group once: rewind its state
+    recurrent_layers([s.body])[0].states[True] = state  # local_grads ran the group once: rewind its state
     head = params_of(stages, "head")[0]
     s.forward(0, x, y)
     for p, e in zip(s.body.parameters(), expected):
@@ -161,12 +169,11 @@ def test_bpc_on_a_tiny_sequence_matches_hand_computation():
     Text "aabacaab" as one stream scores the 7 next characters a b a c a a b:
     main 4 x 1 + 3 x 2 = 10 bits -> 10/7; critic 4 x 2 + 2 x 2 + 1 x 1 = 13 bits -> 13/7."""
     ds = tiny_text("aabacaab", bptt=3)
-    torch.manual_seed(0)
-    m = build_model("lstm2", 3, (3,), hidden=4)
-    stages = build_stages("lct", m, paper_split(m, 2), (3,), 3, ADAM)
+    trainer, m = build_trainer("lct", 2, model="lstm2", input_shape=(3,), num_classes=3, hyper=ADAM, hidden=4)
+    stages = trainer.rules
     _fixed_distribution(m.units[-1], [0.5, 0.25, 0.25])
     _fixed_distribution(stages[0].head, [0.25, 0.25, 0.5])
-    ev = evaluate(stages, eval_batches(ds, 0, "cpu", streams=1))
+    ev = text_evaluate(stages, eval_batches(ds, 0, "cpu", streams=1))
     assert ev["test_bpc"] == pytest.approx(10 / 7, abs=1e-6)
     assert ev["sub_bpc"] == pytest.approx([13 / 7], abs=1e-6)
     assert ev["test_loss"] == pytest.approx(10 / 7 * math.log(2), abs=1e-6)
@@ -221,13 +228,13 @@ def test_evaluation_and_assumption1_leave_the_training_state_alone():
     stages, m = lstm_stages("lct", 3)
     x, y = batch()
     train_step(stages, 0, x, y)
-    layers = recurrent_layers(stages)
+    layers = recurrent_layers([s.body for s in stages])
     before = [tuple(t.clone() for t in layer.states[True]) for layer in layers]
     weights = copy.deepcopy(m.units.state_dict())
     ds = tiny_text("abcabcabcabcabcabcabcabc", vocab="abcdefg")
-    ev = evaluate(stages, eval_batches(ds, 0, "cpu", streams=2))
+    ev = text_evaluate(stages, eval_batches(ds, 0, "cpu", streams=2))
     assert math.isfinite(ev["test_bpc"]) and len(ev["sub_bpc"]) == 2
-    a1 = assumption1(stages, x, y)
+    a1 = assumption1(GroupChain(stages), x, y)
     assert a1["mu"][-1] == pytest.approx(1.0, abs=1e-4) and len(a1["cos"]) == 3
     for layer, (h, c) in zip(layers, before):
         assert torch.equal(layer.states[True][0], h) and torch.equal(layer.states[True][1], c)
@@ -240,7 +247,7 @@ def test_bp_assumption1_is_one_for_every_group():
     stages, _ = lstm_stages("bp", 3)
     x, y = batch()
     train_step(stages, 0, x, y)
-    assert assumption1(stages, *batch(2))["mu"] == pytest.approx([1.0] * 3, abs=1e-4)
+    assert assumption1(GroupChain(stages), *batch(2))["mu"] == pytest.approx([1.0] * 3, abs=1e-4)
 
 
 def test_state_dict_carries_the_training_state():
@@ -276,7 +283,7 @@ def _cfg(tmp_path, **kw):
 
 
 def test_lstm_run_records_bpc_and_resumes_exactly(tmp_path, monkeypatch):
-    whole = json.loads(bench.runner.run(_cfg(tmp_path / "a"), progress=False).read_text())
+    whole = json.loads(run(_cfg(tmp_path / "a"), progress=False).read_text())
     assert whole["status"] == "completed" and whole["config"]["groups"] == 3
     f = whole["final"]
     assert f["test_bpc"] == whole["curves"]["test_bpc"][-1] and len(f["sub_bpc"]) == 2
@@ -284,12 +291,12 @@ def test_lstm_run_records_bpc_and_resumes_exactly(tmp_path, monkeypatch):
     assert [len(g["units"]) for g in whole["split"]["groups"]] == [1, 1, 2]  # lstm1 | lstm2 | lstm3 + decoder
     assert whole["split"]["groups"][0]["head_params"] > 0 and len(whole["assumption1"]["mu"][0]) == 3
 
-    real_step = bench.runner.train_step
-    monkeypatch.setattr(bench.runner, "train_step", dying_at(30, real_step))
+    real_phase = InProcess.phase
+    monkeypatch.setattr(InProcess, "phase", dying_at(30, InProcess))
     with pytest.raises(KeyboardInterrupt):
-        bench.runner.run(_cfg(tmp_path / "b"), progress=False)
-    monkeypatch.setattr(bench.runner, "train_step", real_step)
-    resumed = json.loads(bench.runner.run(_cfg(tmp_path / "b", resume=True), progress=False).read_text())
+        run(_cfg(tmp_path / "b"), progress=False)
+    monkeypatch.setattr(InProcess, "phase", real_phase)
+    resumed = json.loads(run(_cfg(tmp_path / "b", resume=True), progress=False).read_text())
     assert resumed["status"] == "completed"
     # exact only if the carried LSTM state was checkpointed with the weights
     assert resumed["curves"]["test_bpc"] == whole["curves"]["test_bpc"]
@@ -304,29 +311,31 @@ def test_lstm_run_records_bpc_and_resumes_exactly(tmp_path, monkeypatch):
 ])
 def test_bad_lstm_input_is_one_line_error(kw, needle, tmp_path):
     with pytest.raises(BenchError, match=needle):
-        bench.runner.Run(_cfg(tmp_path, data_root=str(tmp_path / "none"), **kw))
+        build(_cfg(tmp_path, data_root=str(tmp_path / "none"), **kw))
 
 
 
 def test_report_tables_v_ix_x(tmp_path):
     """Our rows beside the paper's, profile named; paper cells without a record say missing."""
-    from bench import plots, report, report_lstm
+    from bench import report
+    from bench.report import lstm, plots
+    from bench.report.frame import cells
+    from bench.train.count import count
 
-    paths = [bench.runner.run(_cfg(tmp_path, method=m, groups=k, model="lstm2"), progress=False)
-             for m, k in (("bp", 1), ("lct", None))]
-    groups = report.group_records([json.loads(p.read_text()) for p in paths])
-    v, ix, x = report_lstm.tables(groups)
-    md = v.markdown()
-    assert "| ptb | 2 (950) | LCT_n1 | 2 | 1.276 | missing |" in md
-    ours = [row for row, _ in v.rows if row[0] == "pytext"]
+    paths = [run(_cfg(tmp_path, method=m, groups=k, model="lstm2"), progress=False) for m, k in (("bp", 1), ("lct", None))]
+    arch = count(RunConfig(method="lct", groups=4, model="lstm4", data="ptb", profile="paper", out=str(tmp_path / "a")))
+    cs, counted = cells([json.loads(p.read_text()) for p in paths]), [json.loads(arch.read_text())]
+    v, ix, x = lstm.tables(cs, counted)
+    assert md_row(v.markdown(), "ptb", "2 (950)", "LCT_n1")[3:6] == ["2", "1.276", "missing"]
+    ours = v.md[v.md["data"] == "pytext"].values.tolist()
     assert [r[2] for r in ours] == ["BP", "LCT_n1"] and all("(smoke)" in r[5] for r in ours)
-    assert "| enwik8 | lstm4 (600) | LCT_n3 | paper | 1.691 | 1.585 | 1.551 | 1.541 |" in ix.markdown()
-    assert any(r[0] == "pytext" and r[3] == "ours (smoke)" and r[5] == "—" for r, _ in ix.rows)
-    arch = {row[1]: row for row, _ in x.rows if row[0].startswith("architecture")}
-    assert arch["Sub_1"][2].startswith("68 (1.15") and arch["Main"][2].startswith("400")
-    assert arch["Sub_3"][3].startswith("7.5") and arch["Main"][5] == "401"
-    assert any(row[0].startswith("ours: pytext lstm2 (32 units) LCT_n1") for row, _ in x.rows)
-    fig6 = [(name, draw) for name, draw in plots.plan(groups) if name.startswith("fig6")]
+    assert md_row(ix.markdown(), "enwik8", "lstm4 (600)", "LCT_n3", "paper")[4:8] == ["1.691", "1.585", "1.551", "1.541"]
+    assert any(r[0] == "pytext" and r[3] == "ours (smoke)" and r[5] == "—" for r in ix.md.values.tolist())
+    arch_rows = {row[1]: row for row in x.md.values.tolist() if row[0].startswith("architecture")}
+    assert arch_rows["Sub_1"][2].startswith("68 (1.15") and arch_rows["Main"][2].startswith("400")
+    assert arch_rows["Sub_3"][3].startswith("7.5") and arch_rows["Main"][5] == "401"
+    assert any(row[0].startswith("ours: pytext lstm2 (32 units) LCT_n1") for row in x.md.values.tolist())
+    fig6 = [(name, draw) for name, draw in plots.plan(cs, counted) if name.startswith("fig6")]
     assert [name for name, _ in fig6] == ["fig6_bpc_vs_time_smoke_pytext_lstm2_simulated.png"]
     fig6[0][1](tmp_path / fig6[0][0])
     assert (tmp_path / fig6[0][0]).stat().st_size > 1000
@@ -339,8 +348,6 @@ def test_report_tables_v_ix_x(tmp_path):
 def test_distributed_lockstep_matches_in_process_on_lstm(tmp_path, method):
     """One worker per LSTM layer (state local to each worker): after 4 lockstep steps the weights, critics
     and carried (h, c) states equal the in-process executor's."""
-    from bench.distributed import DistConfig, run_distributed
-
     cfg = _cfg(tmp_path, method=method, model="lstm2", steps=4, eval_every=4, batch_size=8)
     path = run_distributed(cfg, DistConfig(dump_state="dump.pt"), log_dir=tmp_path / "logs")
     record = json.loads(path.read_text())
@@ -350,14 +357,14 @@ def test_distributed_lockstep_matches_in_process_on_lstm(tmp_path, method):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        r = bench.runner.Run(RunConfig(**{**vars(cfg), "out": str(tmp_path / "inproc")}))
+        r = build(RunConfig(**{**vars(cfg), "out": str(tmp_path / "inproc")}))
         for step in range(4):
-            train_step(r.stages, step, *r.stream.batch(step))
+            r.trainer.step(step, *r.stream.batch(step))
     finally:
         torch.set_num_threads(threads)
-    assert len(got) == len(r.stages) == 2
-    for i, stage in enumerate(r.stages):
-        for kind, module in stage.modules().items():
+    assert len(got) == len(r.trainer.parts) == 2
+    for i, part in enumerate(r.trainer.parts):
+        for kind, module in part.items():
             for name, value in module.state_dict().items():
                 torch.testing.assert_close(got[i]["modules"][kind][name], value, rtol=1e-4, atol=1e-5,
                                            msg=f"stage {i} {kind}.{name}")

@@ -8,11 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.pipeline import assumption1, train_step
-from methods import create_method, list_methods
+from bench.exec.inprocess import GroupChain
+from bench.train.evaluate import assumption1
+from methods import GroupRule, create_method, list_methods
 from methods.base import Hyper
 
-from helpers import make_stages, model_for, params_of
+from helpers import build_trainer, make_stages, model_for, params_of, train_step
 
 
 @pytest.mark.parametrize("model,k", [("mlp", 2), ("resnet50", 3)])
@@ -151,7 +152,7 @@ def test_assumption1_is_one_for_bp_and_changes_nothing(digits_batch):
     for method in ("bp", "lct", "dni"):
         stages, m = make_stages(method, 3)
         state = copy.deepcopy(m.units.state_dict())
-        out = assumption1(stages, x, y)
+        out = assumption1(GroupChain(stages), x, y)
         assert len(out["mu"]) == 3 and out["mu"][-1] == pytest.approx(1.0, abs=1e-4)
         if method == "bp":
             assert out["mu"] == pytest.approx([1.0] * 3, abs=1e-4)
@@ -165,10 +166,12 @@ def test_assumption1_is_one_for_bp_and_changes_nothing(digits_batch):
 def test_every_method_builds_and_steps(method, digits_batch):
     x, y = digits_batch
     model = model_for(method)
-    stages, m = make_stages(method, 2 if model == "mlp" else 3, model=model)
+    trainer, m = build_trainer(method, 2 if model == "mlp" else 3, model=model)
     before = torch.cat([p.flatten().clone() for p in m.units.parameters()])
     for step in range(2):
-        train_step(stages, step, x, y)
+        train_step(trainer, step, x, y)
     after = torch.cat([p.flatten() for p in m.units.parameters()])
     assert torch.isfinite(after).all() and not torch.equal(before, after)
-    assert create_method(method).description
+    cls = create_method(method)
+    assert cls.description and cls.look.label
+    assert isinstance(trainer, GroupChain) == issubclass(cls, GroupRule)

@@ -12,17 +12,17 @@ import torch.nn.functional as F
 
 from bench.config import RunConfig
 from bench.errors import BenchError
-from bench.local_rounds import float_tensors, nbytes
-from bench.pipeline import train_step
-from bench.preact_resnet import partitionable_blocks
-from bench.runner import run
+from bench.exec.launch import run_distributed
+from bench.exec.settings import DistConfig
+from bench.models.resnet import partitionable_blocks
+from bench.train.loop import run
 from methods import admm as A
 from methods import auxvar as X
 from methods.base import Hyper
 from methods.resist import default_min_blocks, partition
+from methods.rounds import float_tensors, nbytes
 
-from helpers import make_stages, params_of
-
+from helpers import build_trainer, make_stages, params_of, train_step
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,10 +73,9 @@ def test_greedy_group_follows_its_own_heads_gradient(digits_batch):
 # --- admm --------------------------------------------------------------------------------------------------
 def _admm_setup(digits_batch):
     x, y = digits_batch
-    stages, _ = make_stages("admm", 2, model="mlp", hyper=Hyper(lr=0.05))
-    layers = [m for s in stages for m in s.layers]
-    stats = [st for s in stages for st in s.solver]
-    A.AdmmStage.run_step(stages, 0, x, y)  # some least-squares history
+    admm, _ = build_trainer("admm", 2, model="mlp", hyper=Hyper(lr=0.05))
+    layers, stats = admm.layers, admm.solver
+    admm.step(0, x, y)  # some least-squares history
     with torch.no_grad():
         a = [x.flatten(1)]
         z = []
@@ -127,13 +126,13 @@ def test_admm_sub_steps_decrease_their_objectives(digits_batch):
 
 def test_admm_uses_no_gradients_and_needs_the_mlp(digits_batch):
     x, y = digits_batch
-    stages, m = make_stages("admm", 2, model="mlp")
+    admm, m = build_trainer("admm", 2, model="mlp")
     before = torch.cat([p.flatten().clone() for p in m.units.parameters()])
-    train_step(stages, 0, x, y)
+    train_step(admm, 0, x, y)
     assert all(p.grad is None for p in m.units.parameters())
     assert not torch.equal(before, torch.cat([p.flatten() for p in m.units.parameters()]))
     with pytest.raises(BenchError, match="admm runs on mlp only, not on resnet50"):
-        make_stages("admm", 2, model="resnet50")
+        build_trainer("admm", 2, model="resnet50")
 
 
 # --- resist / localsgd -------------------------------------------------------------------------------------
@@ -156,8 +155,8 @@ def test_resist_partitions_cover_every_block_each_round(n, workers):
 
 
 def _rounds(method="resist", k=3, model="preact_resnet50"):
-    stages, m = make_stages(method, k, model=model)
-    return type(stages[0]).make_rounds(stages), stages
+    trainer, m = build_trainer(method, k, model=model)
+    return trainer.make_rounds(), trainer
 
 
 def test_resist_aggregation_averages_exactly_the_holders():
@@ -214,13 +213,10 @@ def test_bytes_per_round_localsgd_moves_the_model_twice_per_worker_resist_less()
 @pytest.mark.parametrize("method", ["resist", "localsgd"])
 def test_rounds_on_real_workers_equal_the_in_process_rounds(method, tmp_path):
     """Same seed, same shards, same rounds: gloo collectives give the in-process weights (1 thread each)."""
-    from bench.distributed import DistConfig
-    from bench.rounds_worker import run_rounds_distributed
-
     cfg = dict(method=method, groups=2, model="preact_resnet50", data="digits", profile="smoke", steps=20,
                out=str(tmp_path), threads=1, extra={"local_iters": 5})
     a = json.loads(run(RunConfig(**cfg), progress=False).read_text())
-    b = json.loads(run_rounds_distributed(RunConfig(**cfg), DistConfig()).read_text())
+    b = json.loads(run_distributed(RunConfig(**cfg), DistConfig()).read_text())
     assert b["status"] == "completed" and b["executor"] == "distributed"
     assert b["curves"]["test_loss"] == pytest.approx(a["curves"]["test_loss"], rel=1e-5)
     assert b["comm"]["bytes_per_round"] == a["comm"]["bytes_per_round"] and b["comm"]["rounds"] == 4
@@ -230,24 +226,28 @@ def test_rounds_on_real_workers_equal_the_in_process_rounds(method, tmp_path):
 # --- auxvar ------------------------------------------------------------------------------------------------
 def test_auxvar_modules_train_independently_given_the_auxiliary_variables(digits_batch):
     x, y = digits_batch
-    a, _ = make_stages("auxvar", 3)
+    a, _ = build_trainer("auxvar", 3)
     b = copy.deepcopy(a)
     c, d = copy.deepcopy(a), copy.deepcopy(a)
-    z = X.update_aux(a, X.init_aux(a, x), y, rho=1.0, lr=1.0, iters=2)
+    z = X.update_aux(a.bodies, X.init_aux(a.bodies, x), y, rho=1.0, lr=1.0, iters=2)
     with torch.no_grad():  # module 3 of b is another network entirely
-        for p in b[2].body.parameters():
+        for p in b.bodies[2].parameters():
             p.add_(torch.randn_like(p))
     targets = z[1:] + [y]
-    for stages in (a, b):
-        for k, s in enumerate(stages):
-            X.module_step(s, z[k], targets[k], rho=1.0)
+
+    def step(t, k, target):
+        X.module_step(t.bodies[k], t.optims[k]["body"], k == 2, z[k], target, rho=1.0)
+
+    for t in (a, b):
+        for k in range(3):
+            step(t, k, targets[k])
     pa, pb = params_of(a), params_of(b)
     assert torch.equal(pa[0], pb[0]) and torch.equal(pa[1], pb[1]) and not torch.equal(pa[2], pb[2])
     # module 2 alone, before or after the others, with the others updated or not: the same step
-    X.module_step(c[1], z[1], z[2], rho=1.0)
+    step(c, 1, z[2])
     for k in (2, 0):
-        X.module_step(d[k], z[k], targets[k], rho=1.0)
-    X.module_step(d[1], z[1], z[2], rho=1.0)
+        step(d, k, targets[k])
+    step(d, 1, z[2])
     assert torch.equal(params_of(c)[1], pa[1]) and torch.equal(params_of(d)[1], pa[1])
 
 
@@ -255,24 +255,24 @@ def test_auxvar_with_one_step_is_backprop_for_the_first_of_two_modules(digits_ba
     """rho * z_lr = 1, one z step: module 1's target is one gradient step on its output, so its update is
     exactly backprop's, while module 2 trains on the moved auxiliary input, not on module 1's output."""
     x, y = digits_batch
-    stages, _ = make_stages("auxvar", 2)
-    params = list(stages[0].body.parameters())
-    true = torch.autograd.grad(F.cross_entropy(stages[1].body(stages[0].body(x)), y), params)
-    z = X.update_aux(stages, X.init_aux(stages, x), y, rho=2.0, lr=0.5, iters=1)
-    local = torch.autograd.grad(X.module_loss(stages[0], z[0], z[1], rho=2.0), params)
+    bodies = build_trainer("auxvar", 2)[0].bodies
+    params = list(bodies[0].parameters())
+    true = torch.autograd.grad(F.cross_entropy(bodies[1](bodies[0](x)), y), params)
+    z = X.update_aux(bodies, X.init_aux(bodies, x), y, rho=2.0, lr=0.5, iters=1)
+    local = torch.autograd.grad(X.module_loss(bodies[0], False, z[0], z[1], rho=2.0), params)
     for g, t in zip(local, true):
         assert (g - t).norm() <= 1e-4 * t.norm()
-    assert not torch.equal(z[1], X.init_aux(stages, x)[1])
+    assert not torch.equal(z[1], X.init_aux(bodies, x)[1])
 
 
 def test_auxvar_aux_update_lowers_the_penalty_objective(digits_batch):
     """With a step below 2 / curvature (small here: the groups' Jacobians are large) the z update is a
     descent method on F."""
     x, y = digits_batch
-    stages, _ = make_stages("auxvar", 3)
-    z = X.init_aux(stages, x)
-    values = [X.penalty(stages, z, y, rho=1.0).item()]
+    bodies = build_trainer("auxvar", 3)[0].bodies
+    z = X.init_aux(bodies, x)
+    values = [X.penalty(bodies, z, y, rho=1.0).item()]
     for _ in range(3):
-        z = X.update_aux(stages, z, y, rho=1.0, lr=0.002, iters=1)
-        values.append(X.penalty(stages, z, y, rho=1.0).item())
+        z = X.update_aux(bodies, z, y, rho=1.0, lr=0.002, iters=1)
+        values.append(X.penalty(bodies, z, y, rho=1.0).item())
     assert all(b < a for a, b in zip(values, values[1:]))

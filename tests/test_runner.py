@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-import bench.runner
-import bench.split
+import bench.models.split
 from bench.__main__ import main
 from bench.config import RunConfig
-from bench.runner import run
+from bench.exec.inprocess import InProcess
+from bench.train.loop import run
 from methods import list_methods
 
 from helpers import dying_at, model_for
@@ -49,13 +49,12 @@ def test_record_holds_config_env_curves_and_assumption1(tmp_path):
 def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
     whole = json.loads(run(_cfg(tmp_path / "a", steps=100), progress=False).read_text())
 
-    real_step = bench.runner.train_step
-    monkeypatch.setattr(bench.runner, "train_step", dying_at(70, real_step))
+    monkeypatch.setattr(InProcess, "phase", dying_at(70, InProcess))
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(tmp_path / "b", steps=100), progress=False)
     killed = json.loads((tmp_path / "b" / f"{_cfg(tmp_path, steps=100).run_id}.json").read_text())
     assert killed["status"] == "failed" and killed["curves"]["step"] == [50]
-    monkeypatch.setattr(bench.runner, "train_step", real_step)
+    monkeypatch.undo()
     resumed = json.loads(run(_cfg(tmp_path / "b", steps=100, resume=True), progress=False).read_text())
     assert resumed["status"] == "completed"
     assert resumed["curves"]["step"] == whole["curves"]["step"] == [50, 100]
@@ -67,9 +66,8 @@ def test_resume_continues_a_killed_run_exactly(tmp_path, monkeypatch):
 def test_a_timed_split_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch):
     """The timed rule's cut goes into the record's config; a resumed run takes it from there (a new
     measurement could cut elsewhere and no longer fit the checkpoint)."""
-    real_step = bench.runner.train_step
     cfg = dict(groups=3, steps=50, eval_every=25, split_rule="timed")
-    monkeypatch.setattr(bench.runner, "train_step", dying_at(30, real_step))
+    monkeypatch.setattr(InProcess, "phase", dying_at(30, InProcess))
     with pytest.raises(KeyboardInterrupt):
         run(_cfg(tmp_path, **cfg), progress=False)
     path = tmp_path / f"{_cfg(tmp_path, **cfg).run_id}.json"
@@ -80,8 +78,8 @@ def test_a_timed_split_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch
     def no_measuring(*args, **kwargs):
         raise AssertionError("a resumed run measured its split again")
 
-    monkeypatch.setattr(bench.runner, "train_step", real_step)
-    monkeypatch.setattr(bench.split, "unit_seconds", no_measuring)
+    monkeypatch.undo()
+    monkeypatch.setattr(bench.models.split, "unit_seconds", no_measuring)
     resumed = json.loads(run(_cfg(tmp_path, resume=True, **cfg), progress=False).read_text())
     assert resumed["status"] == "completed" and resumed["split"]["bounds"] == bounds
 
@@ -97,7 +95,10 @@ def test_nan_loss_stops_the_run_as_diverged(tmp_path):
     (["--method", "backprop"], "unknown method 'backprop'; valid methods: admm, auxvar, bp, cdni,"),
     (["--method", "lct", "--model", "mlp", "--groups", "3"], "cannot make 3 groups"),
     (["--method", "lct", "--groups", "40"], "cannot make 40 groups"),
-    (["--method", "lct", "--data", "cifar10"], "cifar10 data not found"),
+    (["--method", "lct", "--groups", "2", "--data", "cifar10"], "cifar10 data not found"),
+    (["--method", "lct"], "lct needs --groups >= 2"),
+    (["--method", "lct", "--groups", "2", "--option", "nope=1"], "lct: unknown option(s) nope; valid: none"),
+    (["--method", "gpipe", "--groups", "2", "--option", "microbatches=x"], "microbatches='x' is not of type int"),
     (["--method", "lct", "--model", "vgg"], "unknown model 'vgg'"),
     (["--method", "lct", "--split", "random"], "unknown split rule"),
 ])

@@ -19,13 +19,13 @@ def test_speed_writes_one_row_per_configuration_with_the_issue_columns(tmp_path)
     rows = _rows(path)
     assert list(rows[0])[:len(REQUIRED)] == REQUIRED
     assert [(r["method"], r["workers"], r["schedule"]) for r in rows] == [
-        ("bp", "1", "sequential"), ("lct", "2", "lockstep"), ("lct", "2", "pipelined")]
+        ("bp", "1", "sequential"), ("lct", "2", "lockstep"), ("lct", "2", "overlapped")]
     for r in rows:
         assert r["status"] == "completed" and float(r["samples_per_s"]) > 0
         assert float(r["samples_per_s"]) == float(r["samples_per_s_best"])  # one run: median = best
         assert float(r["peak_mem_mb_max_worker"]) > 0 and 0 <= float(r["comm_share"]) <= 1
     assert rows[0]["ratio_to_bp_1_worker"] == "1.0"
-    assert rows[2]["staleness_mean"] != ""  # pipelined really ran ahead
+    assert rows[2]["staleness_mean"] != ""  # overlapped really ran ahead
     assert (tmp_path / "speed-smoke.md").read_text().count("\n| lct |") == 2
 
 

@@ -6,11 +6,11 @@ import itertools
 import pytest
 import torch
 
-import bench.split
+import bench.models.split
 from bench.errors import BenchError
-from bench.heads import critic
+from bench.models.heads import critic
 from bench.models import build_model
-from bench.split import balanced_split, make_split, module_flops, paper_split, timed_split, unit_flops, unit_seconds
+from bench.models.split import balanced_split, make_split, module_flops, paper_split, timed_split, unit_flops, unit_seconds
 
 
 def test_paper_rule_reproduces_authors_resnet101_lct_n3_split():
@@ -99,9 +99,9 @@ def test_timed_split_measures_on_copies_and_keeps_the_rng(digits_batch):
 def test_timed_split_minimises_the_slowest_group(monkeypatch, digits_batch):
     m = build_model("mlp", 10, (1, 8, 8))  # units: dense1, dense2, fc
     # dense1 is slow: with K=2 it must stand alone even though its head costs something
-    monkeypatch.setattr(bench.split, "unit_seconds", lambda model, batch, head_for: ([5.0, 1.0, 1.0], [0, 1.0, 1.0, 0]))
+    monkeypatch.setattr(bench.models.split, "unit_seconds", lambda model, batch, head_for: ([5.0, 1.0, 1.0], [0, 1.0, 1.0, 0]))
     assert timed_split(m, 2, digits_batch).bounds == [0, 1, 3]
-    monkeypatch.setattr(bench.split, "unit_seconds", lambda model, batch, head_for: ([1.0, 1.0, 5.0], [0, 0.5, 0.5, 0]))
+    monkeypatch.setattr(bench.models.split, "unit_seconds", lambda model, batch, head_for: ([1.0, 1.0, 5.0], [0, 0.5, 0.5, 0]))
     assert timed_split(m, 2, digits_batch).bounds == [0, 1, 3]  # the classifier never stands alone
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import data as datasets
-from bench import text
+from bench.data import text
 from bench.errors import BenchError
 
 PTB_LINES = {

@@ -1,0 +1,197 @@
+"""The distributed executor's validation and its one-command local launch, for every backend.
+
+`python -m bench run --executor distributed ...` (or `run_distributed`) starts one worker process
+per layer group on this machine (`python -m bench.exec.worker`, see bench/exec/worker.py for what a
+worker does) and watches them: when one dies, the others get `grace_s` seconds to notice and exit on
+their own with a one-line error, then they are terminated, and the run record says `failed`.
+
+Several machines: start the same worker with torchrun on every node, for example
+
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+        -m bench.exec.worker --method lct --groups 4 --schedule overlapped --profile cpu
+
+(one process per group: nnodes x nproc-per-node must equal --groups; rank 0 writes the record
+under --out on its node; torchrun's agent stops the other workers when one fails).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Callable
+
+from methods import create_method
+
+from ..config import RunConfig, prepare
+from ..errors import BenchError
+from ..train.build import measure_split
+from ..train.records import new_record, read_record, write_record
+from .backends import backend_for
+from .settings import SCHEDULES, DistConfig
+
+
+def schedule_name(cfg: RunConfig, dcfg: DistConfig) -> str:
+    """What the record's `schedule` says: the stage schedule, or the backend's own (gpipe-m4, allreduce, ...)."""
+    method = create_method(cfg.method)
+    return backend_for(method, cfg.groups).schedule_name(dcfg, method.resolve_options(cfg.extra))
+
+
+def record_path(cfg: RunConfig, dcfg: DistConfig) -> Path:
+    """Distributed records sit beside in-process ones under their own name."""
+    return Path(cfg.out) / f"{cfg.run_id}_dist-{schedule_name(cfg, dcfg)}.json"
+
+
+def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
+    """Cheap checks before any process starts (the run's, then the backend's); every failure is one line."""
+    cfg = prepare(cfg)
+    method = create_method(cfg.method)
+    backend = backend_for(method, cfg.groups)
+    if dcfg.schedule not in SCHEDULES:
+        raise BenchError(f"unknown schedule {dcfg.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
+    if dcfg.threads_per_worker < 1 or dcfg.max_stale < 1:
+        raise BenchError("--threads-per-worker and --max-stale must be >= 1")
+    if cfg.resume:
+        raise BenchError("--resume is not supported by the distributed executor (start the run again)")
+    backend.validate(cfg, dcfg, method, method.resolve_options(cfg.extra))
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.groups))  # workers on this node (torchrun: per node)
+        if torch.cuda.device_count() < local:
+            raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); "
+                             f"it has {torch.cuda.device_count()}")
+    return cfg
+
+
+def mark_failed(cfg: RunConfig, dcfg: DistConfig, error: str) -> Path:
+    """Make the run record say `failed` (whoever notices first; an existing error is kept)."""
+    path = record_path(cfg, dcfg)
+    try:
+        record = read_record(path)
+    except (OSError, ValueError):
+        record = new_record(cfg.to_dict(), cfg.device)
+        record.update(run_id=path.stem, executor="distributed", parallel="parallel",
+                      schedule=schedule_name(cfg, dcfg), workers=[])
+    if record.get("status") != "failed" or not record.get("error"):
+        record["status"], record["error"] = "failed", error
+        write_record(record, path)
+    return path
+
+
+# --- local launch ---------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalJob:
+    """K worker processes on this machine (`python -m <module> --config FILE`), and the watchdog that ends
+    them all when one fails."""
+
+    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None,
+                 module: str = "bench.exec.worker"):
+        self.cfg, self.dcfg = cfg, dcfg
+        self.tmp = Path(tempfile.mkdtemp(prefix="lctbench-"))
+        config = self.tmp / "config.json"
+        config.write_text(json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)}))
+        root = str(Path(__file__).resolve().parent.parent)
+        threads = str(dcfg.threads_per_worker)
+        base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                    WORLD_SIZE=str(cfg.groups), LOCAL_WORLD_SIZE=str(cfg.groups),
+                    OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+                    PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+        self.logs: list[Path] = []
+        self.procs: list[subprocess.Popen] = []
+        for rank in range(cfg.groups):
+            env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
+            out = None
+            if log_dir is not None:
+                Path(log_dir).mkdir(parents=True, exist_ok=True)
+                self.logs.append(Path(log_dir) / f"rank{rank}.log")
+                out = open(self.logs[-1], "w")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
+                                               env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
+            if out is not None:
+                out.close()
+
+    def wait(self) -> list[int]:
+        """Exit codes of every worker; after a failure, survivors are stopped after `grace_s` seconds."""
+        failed_at = None
+        while True:
+            codes = [p.poll() for p in self.procs]
+            if all(c is not None for c in codes):
+                return codes
+            if failed_at is None and any(c not in (None, 0) for c in codes):
+                failed_at = time.monotonic()
+            if failed_at is not None and time.monotonic() - failed_at > self.dcfg.grace_s:
+                self.stop()
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        """SIGTERM every live worker, SIGKILL those still there 5 s later."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def close(self) -> None:
+        for f in self.tmp.iterdir():
+            f.unlink()
+        self.tmp.rmdir()
+
+
+def describe_exit(rank: int, code: int) -> str:
+    if code < 0:
+        return f"rank {rank} killed by signal {-code} ({signal.Signals(-code).name})"
+    return f"rank {rank} exited with code {code}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None) -> Path:
+    """Launch the K workers here, wait for them, and return the record's path (BenchError if any failed)."""
+    cfg = validate(cfg, dcfg)
+    # a timed cut is measured once here, with one worker's threads, and shared by every worker
+    cfg.split_bounds = measure_split(replace(cfg, threads=dcfg.threads_per_worker))
+    watch(LocalJob(cfg, dcfg, log_dir), lambda error: mark_failed(cfg, dcfg, error))
+    return record_path(cfg, dcfg)
+
+
+def watch(job: LocalJob, mark: Callable[[str], Path]) -> None:
+    """Wait for a job's workers; if one fails (or the launcher is interrupted), stop the rest, mark the record
+    failed through `mark` and raise a one-line BenchError."""
+    try:  # a SIGTERM to the launcher stops the workers too (no orphans)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        previous = None
+    try:
+        codes = job.wait()
+    except KeyboardInterrupt:
+        job.stop()
+        mark("interrupted")
+        raise
+    finally:
+        job.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    if any(codes):
+        # the first worker to fail is usually the cause; the others report losing it
+        msg = "; ".join(describe_exit(r, c) for r, c in enumerate(codes) if c)
+        path = mark(msg)
+        raise BenchError(f"distributed run failed: {msg}; record: {path}")

@@ -1,0 +1,138 @@
+"""The stage backend: one worker per layer group, driving its group rule (methods.base.GroupRule).
+
+Activations go forward with isend/irecv; each method's feedback comes back (whatever it declares:
+a per-sample loss vector for lct, a gradient for dni/bp, nothing for greedy).
+- lockstep: after forward(t) the worker waits for the feedback of step t (the paper's step);
+- overlapped: it goes on with forward(t+1) at once and applies feedback when it has arrived, at most
+  `max_stale` forwards late (staleness recorded). Legal only for rules whose forward already updates
+  the group (`updates_in_forward`) or that get no feedback. Equal bounds on every rank make it
+  deadlock-free (the proof is at the wait in `steps`).
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+
+from bench.errors import BenchError
+from methods import Backend, Feedback, create_method, list_methods
+
+from .engine import WorkerEngine
+from .meter import Link, PeerError
+
+POST_AHEAD = 2  # activation receives posted ahead of use, so transfers overlap compute
+
+
+class StageWorkers(WorkerEngine):
+
+    @classmethod
+    def validate(cls, cfg, dcfg, method, options):
+        if dcfg.schedule == "overlapped" and method.feedback is not Feedback.NONE and not method.updates_in_forward:
+            pipelined = [n for n in list_methods() if create_method(n).backend is Backend.PIPELINING]
+            raise BenchError(f"--schedule overlapped needs a method that updates each group without waiting "
+                             f"(one that declares updates_in_forward); {cfg.method} would apply feedback to weights "
+                             f"that have moved on: for pipelined backprop use {' or '.join(pipelined)}")
+
+    def setup(self) -> None:
+        i, k, b = self.rank, self.world, self.cfg.batch_size
+        rules = self.trainer.rules
+        self.own, self.rule = [i], rules[i]
+        self.place(self.rule.modules())
+        fwd, bwd, m, d = self.comms.fwd, self.comms.bwd, self.meter, self.device
+        self.act_in = Link(m, i - 1, fwd, "activation", d, (b, *rules[i - 1].ctx.out_shape)) if i > 0 else None
+        self.act_out = Link(m, i + 1, fwd, "activation", d, (b, *self.rule.ctx.out_shape)) if i < k - 1 else None
+        self.fb_in = Link(m, i + 1, bwd, "feedback", d) if self.rule.waits_for_feedback else None
+        self.fb_out = Link(m, i - 1, bwd, "feedback", d) if i > 0 and rules[i - 1].waits_for_feedback else None
+        self.fb_shape: tuple[int, ...] | None = None
+        self.bound = 0 if self.dcfg.schedule == "lockstep" else self.dcfg.max_stale
+        self.pending: list[int] = []  # steps whose feedback is not applied yet, oldest first
+        self.last_forward = -1
+        self.staleness: list[int] = []
+        self.stash = self._weight_stash()
+
+    def _weight_stash(self):
+        """Overlapped: a critic/synthesizer is updated (in place) between the forward of step t and the
+        backward of step t, whose graph saved its weights; keep copies of those saved weights, so the
+        update of step t uses the gradient at the weights its forward used (weight stashing)."""
+        aux = {id(p) for name, m in self.rule.modules().items() if name != "body" for p in m.parameters()}
+
+        def pack(t):
+            base = t._base if t._base is not None else t
+            return t.detach().clone() if id(base) in aux else t
+
+        if not (self.bound and aux):
+            return nullcontext
+        return lambda: torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
+
+    def steps(self, start: int, end: int, on_step) -> None:
+        rule = self.rule
+        for step in range(start, end):
+            x, y = self.run.stream.batch(step)
+            y = y.to(self.device)
+            if self.act_in is None:
+                x = x.to(self.device)
+            else:
+                x = self.act_in.get(step)
+                for ahead in range(step + 1, min(end, step + 1 + POST_AHEAD)):
+                    self.act_in.post(ahead)  # posted before any blocking wait below
+            rule.set_step(step)
+            t0 = self.now()
+            with self.stash():
+                out = rule.forward(step, x, y)
+            self.fwd_s += self.now() - t0
+            self.last_forward = step
+            if self.act_out is not None:
+                self.act_out.send(out, step)
+            if self.fb_in is None:  # never waits: the last group, or a method without feedback
+                self._backward(step, None)
+            else:
+                self._await_feedback(step, first=start == 0 and step == start)
+            if rule.ctx.is_last:
+                self.track(rule.stats["loss"])
+            on_step()
+        while self.pending:
+            self._apply_feedback()
+        self.meter.flush()
+
+    def _await_feedback(self, step: int, first: bool) -> None:
+        self.fb_in.post(step)
+        self.pending.append(step)
+        bound = 0 if first else self.bound  # the first step is always lockstep: it carries the feedback's shape
+        while self.pending and self.fb_in.ready():
+            self._apply_feedback()
+        # Deadlock-free: blocking here on step s-D (D = bound), this worker has sent every activation up to
+        # s; the next worker, unless it also blocks here, waits only for those activations, and it has at
+        # most D pending steps itself, so its feedback up to s-D is sent. The last worker never blocks
+        # here, so the chain always moves.
+        while len(self.pending) > bound:
+            self._apply_feedback()
+
+    def _apply_feedback(self) -> None:
+        step = self.pending.pop(0)
+        feedback = self.fb_in.get(step)
+        self.staleness.append(self.last_forward - step)
+        self._backward(step, feedback)
+
+    def _backward(self, step: int, feedback) -> None:
+        t0 = self.now()
+        back = self.rule.backward(step, feedback)
+        self.bwd_s += self.now() - t0
+        if self.fb_out is not None:
+            if back is None:
+                raise PeerError(f"rank {self.rank}: {self.cfg.method} group {self.rank} returned no feedback for "
+                                f"step {step}, but group {self.rank - 1} waits for it")
+            self.fb_shape = tuple(back.shape)
+            self.fb_out.send(back, step)
+
+    def start_timing(self) -> None:
+        super().start_timing()
+        self.staleness.clear()
+
+    def calibrate(self) -> float:
+        rules, b = self.trainer.rules, self.cfg.batch_size
+        return self.time_boundaries(lambda j: (b, *rules[j].ctx.out_shape), lambda j: self.fb_shape)
+
+    def extra_stats(self) -> dict:
+        if self.dcfg.schedule != "overlapped" or not self.staleness:
+            return {}
+        return {"staleness_mean": sum(self.staleness) / len(self.staleness), "staleness_max": max(self.staleness)}

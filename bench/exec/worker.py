@@ -1,0 +1,132 @@
+"""One worker of the distributed executor, for every backend: `python -m bench.exec.worker`.
+
+Started K times by `python -m bench run --executor distributed` (bench/exec/launch.py) or by torchrun
+(`torchrun ... -m bench.exec.worker <the options of bench run>`). Every rank builds exactly what the
+in-process executor builds (bench.train.build: same seed, so identical initial weights), then the
+backend the method declares (bench/exec/backends.py) trains this rank's share of it under the one
+training loop (bench.train.loop); rank 0 evaluates (on every group's gathered weights) and writes the
+record.
+"""
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import signal
+import sys
+import traceback
+from dataclasses import replace
+from datetime import timedelta
+from typing import Callable, NoReturn
+
+import torch
+import torch.distributed as dist
+
+from ..config import RunConfig
+from ..errors import BenchError
+from ..train.build import build, measure_split
+from ..train.loop import Loop
+from ..train.records import RecordWriter, atomic_torch_save
+from .backends import backend_for
+from .engine import Comms
+from .launch import mark_failed, record_path, schedule_name, validate
+from .meter import PeerError, one_line
+from .settings import DistConfig
+
+
+def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
+    """This rank's device (one GPU per local rank) and process groups."""
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    cuda = cfg.device.startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=dcfg.timeout_s)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **({"device_id": device} if cuda else {}))
+    ctrl = dist.new_group(backend="gloo", timeout=timedelta(seconds=max(dcfg.timeout_s, 1800)))
+    return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout), ctrl=ctrl)
+
+
+def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
+    torch.set_num_threads(dcfg.threads_per_worker)
+    device, comms = init_comms(cfg, dcfg)
+    cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
+    world = dist.get_world_size()
+    if world != cfg.groups:
+        raise BenchError(f"{world} workers for {cfg.groups} groups: start one worker per group")
+    if cfg.split_rule == "timed" and cfg.split_bounds is None:  # torchrun: rank 0 measures for everyone
+        bounds = [measure_split(replace(cfg, device=str(device))) if dist.get_rank() == 0 else None]
+        dist.broadcast_object_list(bounds, src=0, group=comms.ctrl)
+        cfg.split_bounds = bounds[0]
+    run = build(replace(cfg, device="cpu"))  # every group built on every rank; the backend places its own
+    run.device = device
+    method = run.method
+    engine = backend_for(method, cfg.groups)(run, dcfg, comms)
+    writer = None
+    if engine.writes_record:
+        writer = RecordWriter.start(record_path(cfg, dcfg), cfg.to_dict(), str(device), split=run.split_info(),
+                                    schedule=schedule_name(cfg, dcfg), workers=[], **engine.record_header)
+        writer.record["config"]["distributed"] = {**vars(dcfg), "world_size": world, "backend": dist.get_backend()}
+        writer.save()
+    Loop(run, engine, writer, warmup=dcfg.warmup_steps, evaluate=dcfg.evaluate).train()
+    if dcfg.dump_state:
+        engine.gather()
+        if writer is not None:
+            atomic_torch_save(engine.gathered, writer.path.parent / dcfg.dump_state)
+    if writer is not None and dcfg.evaluate:
+        final = writer.record["final"]
+        print(f"{writer.path.stem}: {writer.record['status']}, test acc {final.get('test_acc') or 0:.2f}, "
+              f"{final.get('samples_per_s') or 0:.0f} samples/s", flush=True)
+
+
+# --- entry point ---------------------------------------------------------------------------------
+def _configs(argv: list[str]) -> tuple[RunConfig, DistConfig]:
+    """`--config FILE` (written by the local launch) or the options of `python -m bench run` (torchrun)."""
+    if argv and argv[0] == "--config":
+        with open(argv[1]) as f:
+            d = json.load(f)
+        return RunConfig.from_dict(d["run"]), DistConfig.from_dict(d["dist"])
+    from ..__main__ import parser, run_config  # the command line's own parser (torchrun passes its options)
+
+    args = parser().parse_args(["run", *argv])
+    return run_config(args), DistConfig.from_dict(vars(args))
+
+
+def _terminated(signum, frame):
+    raise SystemExit("stopped by SIGTERM (a peer failed, or the job was cancelled)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints where a worker is stuck
+    signal.signal(signal.SIGTERM, _terminated)  # stopped by the launcher or torchrun's agent: record it
+    cfg = dcfg = None
+    try:
+        cfg, dcfg = _configs(sys.argv[1:] if argv is None else argv)
+        worker_main(cfg, dcfg)
+        dist.destroy_process_group()
+        return 0
+    except BaseException as e:
+        exit_failed(e, None if cfg is None else lambda msg: mark_failed(cfg, dcfg, msg))
+
+
+def exit_failed(e: BaseException, mark: Callable[[str], object] | None) -> NoReturn:
+    """How a worker ends on any error: one line on stderr, the run record marked failed through `mark`, and
+    an exit that does not wait on a dead process group."""
+    rank = os.environ.get("RANK", "?")
+    msg = one_line(e) if isinstance(e, (BenchError, PeerError)) else f"{type(e).__name__}: {one_line(e)}"
+    if not msg.startswith(f"rank {rank}"):
+        msg = f"rank {rank}: {msg}"
+    if os.environ.get("LCTBENCH_DEBUG"):
+        traceback.print_exc()
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    if mark is not None:
+        try:
+            mark(msg)
+        except Exception:
+            pass
+    sys.stdout.flush()
+    os._exit(2 if isinstance(e, BenchError) else 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The paper's networks as ordered lists of units (bench.models.unit), by name.
+
+    model = build_model("resnet50", num_classes=10, input_shape=(3, 32, 32), width=0.125)
+
+Families: bottleneck ResNets and pre-activation ResNets (resnet.py), the MLP (mlp.py), the
+character-level LSTMs (lstm.py); critics, exits and synthesizers (heads.py); cuts into groups (split.py).
+"""
+from __future__ import annotations
+
+from bench.errors import BenchError
+
+from .lstm import LSTM_UNITS, LSTMLayer, lstm, recurrent_layers
+from .mlp import MLP_WIDTHS, mlp
+from .resnet import PREACT_MODELS, RESNET_SECTIONS, preact_resnet, resnet
+from .unit import UnitModel
+
+MODELS = tuple(RESNET_SECTIONS) + ("mlp",) + tuple(LSTM_UNITS) + PREACT_MODELS
+IMAGE_MODELS = tuple(m for m in MODELS if m not in LSTM_UNITS)  # stateless: for methods that run a step twice
+IMAGENET_STEM_MIN_SIZE = 64  # inputs this large get the ImageNet stem
+
+
+def is_lstm(model: str) -> bool:
+    return model in LSTM_UNITS
+
+
+def check_model(name: str) -> None:
+    if name not in MODELS:
+        raise BenchError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+
+
+def num_units(name: str) -> int:
+    """How many units the model has (stem, blocks, classifier), without building it."""
+    check_model(name)
+    if name in LSTM_UNITS:
+        return int(name[4:]) + 1
+    if name == "mlp":
+        return len(MLP_WIDTHS) + 1
+    return sum(RESNET_SECTIONS[name.removeprefix("preact_")]) + 2
+
+
+def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], width: float = 1.0,
+                stem: str | None = None, hidden: int | None = None) -> UnitModel:
+    """Build a model by name; unknown names raise a one-line BenchError listing the valid ones.
+    A ResNet's stem defaults to "imagenet" for inputs of IMAGENET_STEM_MIN_SIZE pixels or more, else "cifar".
+    An LSTM (lstm2/3/4) has `hidden` units per layer (default: the paper's 950/750/600); num_classes is
+    the vocabulary and input_shape (bptt,)."""
+    check_model(name)
+    if name in LSTM_UNITS:
+        return lstm(int(name[4:]), num_classes, hidden or LSTM_UNITS[name])
+    if name == "mlp":
+        c, h, w = input_shape
+        return mlp(num_classes, c * h * w)
+    if stem is None:
+        stem = "imagenet" if min(input_shape[1:]) >= IMAGENET_STEM_MIN_SIZE else "cifar"
+    build = preact_resnet if name in PREACT_MODELS else resnet
+    return build(name, num_classes, input_shape[0], width, stem)
+
+
+__all__ = ["IMAGE_MODELS", "LSTM_UNITS", "LSTMLayer", "MLP_WIDTHS", "MODELS", "PREACT_MODELS", "RESNET_SECTIONS",
+           "UnitModel", "build_model", "check_model", "is_lstm", "num_units", "recurrent_layers"]

@@ -1,0 +1,259 @@
+"""Cut a UnitModel into K consecutive layer groups.
+
+Three rules:
+- ``paper``: the authors' own cut where their code gives one (hjdw2/Local-critic-training):
+  ResNet-50 with K=4 at the section boundaries, stem+conv2 | conv3 | conv4 | conv5 + fc (LC(3).py;
+  it is also what the parameter counts of the paper's Table VIII add up to); ResNet-101 with K=2
+  after conv4_10 (LCT_n1.py); ResNet-101 with K=4 stem+conv2+conv3 (7 blocks) | 8 conv4 | 8 conv4 |
+  7 conv4 + conv5 + fc (LCT_n3.py). Everywhere else the paper's "layers as even as possible": the
+  stem and the residual blocks are the units a group counts, the first K-1 groups get floor(U/K)
+  units each and the last group takes the rest plus the classifier (which gives LCT_n3.py's cut).
+- ``balanced``: minimise the most expensive group, cost = forward FLOPs of the group's units
+  plus those of the head placed after it, measured with torch.utils.flop_counter on one sample.
+- ``timed``: the same minimisation, cost = measured seconds of forward + backward of each unit
+  and head on a training batch of the run, on the run's device and threads. FLOPs are a poor proxy
+  for time where tensors are small (a CPU-profile ResNet on 8x8 digits: the deep blocks work on
+  2x2 and 1x1 maps, and their time is per-operation overhead). Timings vary from run to run, so
+  the runner measures once and keeps the cut in the config (``split_bounds``): a resumed run and
+  every worker of a distributed run use that cut, never a new measurement.
+The balanced and timed rules price the head after a group as an LCT critic for every method, so
+that every method with K groups (bp, gpipe, dni, ...) gets the same cut.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench.errors import BenchError
+
+from .unit import UnitModel
+
+SPLIT_RULES = ("paper", "balanced", "timed")
+TIMING_REPS = 10  # timed rule: the fastest of this many forward + backward passes per unit, after one warm-up
+
+
+@dataclass
+class Split:
+    """Group k holds units[bounds[k]:bounds[k+1]]."""
+
+    bounds: list[int]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [b - a for a, b in zip(self.bounds, self.bounds[1:])]
+
+    def groups(self, model: UnitModel) -> list[nn.Sequential]:
+        return [nn.Sequential(*model.units[a:b]) for a, b in zip(self.bounds, self.bounds[1:])]
+
+    def names(self, model: UnitModel) -> list[list[str]]:
+        return [model.unit_names[a:b] for a, b in zip(self.bounds, self.bounds[1:])]
+
+
+def check_groups(model: UnitModel, k: int) -> None:
+    """One-line error for a split that cannot exist (before anything is built or written)."""
+    cuttable = len(model.units) - 1  # the classifier never stands alone
+    if k < 1:
+        raise BenchError(f"--groups must be >= 1, got {k}")
+    if k > cuttable:
+        raise BenchError(f"{model.name} has {cuttable} blocks to split; cannot make {k} groups")
+
+
+# The authors' cuts (see the module docstring): (network, K) -> the first unit of every group after the first.
+# The pre-activation ResNets (the authors' own blocks) share them.
+AUTHORS_CUTS = {
+    ("resnet50", 4): ("conv3_1", "conv4_1", "conv5_1"),    # LC(3).py
+    ("resnet101", 2): ("conv4_11",),                       # LCT_n1.py
+    ("resnet101", 4): ("conv4_1", "conv4_9", "conv4_17"),  # LCT_n3.py
+}
+
+
+def paper_split(model: UnitModel, k: int) -> Split:
+    check_groups(model, k)
+    cuts = AUTHORS_CUTS.get((model.name.removeprefix("preact_"), k))
+    if cuts is not None:
+        return Split([0] + [model.unit_names.index(name) for name in cuts] + [len(model.units)])
+    cuttable = len(model.units) - 1
+    per = cuttable // k
+    return Split([per * i for i in range(k)] + [len(model.units)])
+
+
+def unit_flops(model: UnitModel, input_shape: tuple[int, ...]) -> tuple[list[int], list[tuple[int, ...]]]:
+    """Forward FLOPs of each unit on one sample, and each unit's output shape (without batch)."""
+    flops, shapes = [], []
+    x = torch.zeros(1, *input_shape)
+    was_training = [u.training for u in model.units]
+    with torch.no_grad():
+        for unit in model.units:
+            unit.eval()
+            with FlopCounterMode(display=False) as counter:
+                x = unit(x)
+            flops.append(counter.get_total_flops())
+            shapes.append(tuple(x.shape[1:]))
+    for unit, mode in zip(model.units, was_training):
+        unit.train(mode)
+    return flops, shapes
+
+
+def module_flops(module: nn.Module, in_shape: tuple[int, ...], *extra: torch.Tensor) -> int:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        module(torch.zeros(1, *in_shape), *extra)
+    return counter.get_total_flops()
+
+
+def _min_max_partition(costs: list[float], head_cost: list[float], k: int) -> Split:
+    """Contiguous partition of units with costs[j] into k groups minimising the largest group cost, where a
+    group ending before unit b < n also pays head_cost[b] (its head); the last group owns the classifier
+    and never holds it alone (dynamic programme over cuts)."""
+    n = len(costs)
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+
+    def cost(a: int, b: int) -> float:
+        return prefix[b] - prefix[a] + (head_cost[b] if b < n else 0)
+
+    inf = float("inf")
+    # best[g][b]: smallest max-cost covering units[:b] with g groups; the last group must own the classifier
+    best = [[inf] * (n + 1) for _ in range(k + 1)]
+    cut = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = 0
+    for g in range(1, k + 1):
+        for b in range(g, n + 1):
+            for a in range(g - 1, b):
+                if g == k and (b != n or a > n - 2):  # last group: to the end, never the classifier alone
+                    continue
+                value = max(best[g - 1][a], cost(a, b))
+                if value < best[g][b]:
+                    best[g][b], cut[g][b] = value, a
+    bounds = [n]
+    for g in range(k, 0, -1):
+        bounds.append(cut[g][bounds[-1]])
+    bounds.reverse()
+    return Split(bounds)
+
+
+def balanced_split(model: UnitModel, k: int, input_shape: tuple[int, ...],
+                   head_for: Callable[[tuple[int, ...]], nn.Module] | None = None) -> Split:
+    """Minimise the largest group cost in forward FLOPs (units + the head after the group)."""
+    check_groups(model, k)
+    flops, shapes = unit_flops(model, input_shape)
+    n = len(model.units)
+    head_cost = [0] * (n + 1)  # cost of the head that would sit after unit j-1 (a group ending at j < n)
+    if head_for is not None:
+        for j in range(1, n):
+            head_cost[j] = module_flops(head_for(shapes[j - 1]), shapes[j - 1])
+    return _min_max_partition(flops, head_cost, k)
+
+
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _flat_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy with any leading axes (a sequence model predicts at every time step)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def unit_seconds(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
+                 head_for: Callable[[tuple[int, ...]], nn.Module] | None = None) -> tuple[list[float], list[float]]:
+    """Measured seconds of forward + backward of every unit, run as the groups run them: in a chain on a real
+    training batch, each unit's input cut from the graph so that its backward is its own; and head_cost[j],
+    the forward, cross-entropy and backward of the head after unit j-1 on that unit's real output. The
+    fastest of TIMING_REPS passes after a warm-up (other load only ever adds time). Runs on copies, on the
+    batch's device: the model's weights and BatchNorm statistics are left as they are. (A batch of zeros
+    is no stand-in: on CPU it ran some blocks three times slower than real activations.)"""
+    x, y = batch
+    device = x.device
+    # the heads built here must not move the global RNG: the run's own critics are drawn after the split
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _unit_seconds(model, x, y, head_for)
+
+
+def _unit_seconds(model, x, y, head_for):
+    device = x.device
+    units = copy.deepcopy(model.units).to(device).train()
+    n = len(units)
+    heads: dict[int, nn.Module] = {}
+    fwd, bwd, head = ([float("inf")] * n, [float("inf")] * n, [float("inf")] * (n + 1))
+    for rep in range(TIMING_REPS + 1):
+        inputs, outputs, h = [], [], x
+        for j, unit in enumerate(units):
+            inp = h if j == 0 else h.detach().requires_grad_(True)
+            t0 = _clock(device)
+            h = unit(inp)
+            t1 = _clock(device)
+            inputs.append(inp)
+            outputs.append(h)
+            if rep:
+                fwd[j] = min(fwd[j], t1 - t0)
+        grad = None
+        for j in reversed(range(n)):
+            t0 = _clock(device)
+            if grad is None:
+                _flat_ce(outputs[j], y).backward()
+            else:
+                outputs[j].backward(grad)
+            t1 = _clock(device)
+            grad = inputs[j].grad
+            if rep:
+                bwd[j] = min(bwd[j], t1 - t0)
+        if head_for is None:
+            continue
+        for j in range(1, n):
+            out = outputs[j - 1].detach().requires_grad_(True)
+            if j not in heads:
+                heads[j] = head_for(tuple(out.shape[1:])).to(device)
+            t0 = _clock(device)
+            _flat_ce(heads[j](out), y).backward()
+            t1 = _clock(device)
+            if rep:
+                head[j] = min(head[j], t1 - t0)
+    head_cost = [0.0 if c == float("inf") else c for c in head]
+    return [f + b for f, b in zip(fwd, bwd)], head_cost
+
+
+def timed_split(model: UnitModel, k: int, batch: tuple[torch.Tensor, torch.Tensor],
+                head_for: Callable[[tuple[int, ...]], nn.Module] | None = None) -> Split:
+    """Minimise the largest group cost in measured seconds (forward + backward of units and head)."""
+    check_groups(model, k)
+    unit_cost, head_cost = unit_seconds(model, batch, head_for)
+    return _min_max_partition(unit_cost, head_cost, k)
+
+
+def explicit_split(model: UnitModel, k: int, bounds: list[int]) -> Split:
+    """A cut given as unit indices [0, b_1, ..., len(units)] (e.g. a timed split kept in a run's config)."""
+    check_groups(model, k)
+    n = len(model.units)
+    bounds = [int(b) for b in bounds]
+    if (len(bounds) != k + 1 or bounds[0] != 0 or bounds[-1] != n or any(a >= b for a, b in zip(bounds, bounds[1:]))
+            or bounds[-2] > n - 2):
+        raise BenchError(f"split bounds {bounds} do not cut {model.name}'s {n} units into {k} groups "
+                         f"(0 first, {n} last, increasing, the classifier never alone)")
+    return Split(bounds)
+
+
+def make_split(rule: str, model: UnitModel, k: int, input_shape: tuple[int, ...],
+               head_for: Callable[[tuple[int, ...]], nn.Module] | None = None, bounds: list[int] | None = None,
+               batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> Split:
+    """The split of `rule`; given `bounds` (a cut measured earlier), that cut, whatever the rule. The timed
+    rule measures on `batch` (a training batch of the run, on its device)."""
+    if rule not in SPLIT_RULES:
+        raise BenchError(f"unknown split rule {rule!r}; valid rules: {', '.join(SPLIT_RULES)}")
+    if bounds is not None:
+        return explicit_split(model, k, bounds)
+    if rule == "paper":
+        return paper_split(model, k)
+    if rule == "balanced":
+        return balanced_split(model, k, input_shape, head_for)
+    if batch is None:
+        raise ValueError("the timed split rule needs a training batch to measure on")
+    return timed_split(model, k, batch, head_for)

@@ -1,0 +1,163 @@
+"""Run records: one JSON file per run, written atomically, with everything needed to trust a number.
+
+A record holds the full config, the code version, library versions, the hardware, the seed, the
+status (running / completed / diverged / failed), the curves and the final figures. Reports read
+records only; they never train.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+SCHEMA = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a killed run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(record: dict, path: Path) -> None:
+    atomic_write_text(Path(path), json.dumps(record, indent=1, sort_keys=False) + "\n")
+
+
+def read_record(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def git_commit() -> dict:
+    root = Path(__file__).resolve().parent.parent
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain", "--", "bench", "methods"))}
+
+
+def environment(device: str) -> dict:
+    import numpy
+    env = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "git": git_commit(),
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+EVALUATION_KEYS = ("test_acc", "test_loss", "sub_acc", "test_top5", "sub_top5")
+TEXT_KEYS = ("test_bpc", "sub_bpc")
+
+
+def new_record(config: dict, device: str) -> dict:
+    return {
+        "schema": SCHEMA,
+        "run_id": None,
+        "status": "running",
+        "executor": "in-process",
+        # in-process runs time the groups one after another: their wall-clock is simulated, not parallel
+        "parallel": "simulated",
+        "config": config,
+        "env": environment(device),
+        "split": {},
+        "curves": {"step": [], "train_loss": [], "test_acc": [], "test_loss": [], "sub_acc": [],
+                   "step_time_s": [], "train_time_s": []},
+        "assumption1": {"step": [], "mu": [], "cos": []},
+        "final": {},
+        "error": None,
+    }
+
+
+class RecordWriter:
+    """The one writer of a run record: the header once, then phases, evaluations and Assumption-1 points as
+    they come, the final figures and the status at the end; every save is atomic."""
+
+    def __init__(self, path: Path, record: dict):
+        self.path, self.record = Path(path), record
+
+    @classmethod
+    def start(cls, path: Path, config: dict, device: str, **header) -> "RecordWriter":
+        record = new_record(config, device)
+        record.update(run_id=Path(path).stem, **header)
+        return cls(path, record)
+
+    @property
+    def curves(self) -> dict:
+        return self.record["curves"]
+
+    def add_phase(self, step: int, train_loss: float, step_time_s: float, train_time_s: float) -> None:
+        c = self.curves
+        c["step"].append(step)
+        c["train_loss"].append(train_loss)
+        c["step_time_s"].append(step_time_s)
+        c["train_time_s"].append(train_time_s)
+
+    def add_evaluation(self, ev: dict, eval_time_s: float) -> None:
+        """One evaluation (bench.train.evaluate's result); text runs add BPC."""
+        for key in EVALUATION_KEYS + TEXT_KEYS:
+            if key in ev:
+                self.curves.setdefault(key, []).append(ev[key])
+        final = self.record["final"]
+        final["eval_time_s"] = final.get("eval_time_s", 0.0) + eval_time_s
+
+    def add_assumption1(self, step: int, m: dict) -> None:
+        a1 = self.record["assumption1"]
+        a1["step"].append(step)
+        a1["mu"].append(m["mu"])
+        a1["cos"].append(m["cos"])
+
+    def last_evaluation(self) -> dict:
+        """The final figures a record's last evaluation gives."""
+        c = self.curves
+        out = {"test_acc": c["test_acc"][-1] if c["test_acc"] else None,
+               "sub_acc": c["sub_acc"][-1] if c["sub_acc"] else []}
+        for key in ("test_top5", "sub_top5") + TEXT_KEYS:
+            if c.get(key):
+                out[key] = c[key][-1]
+        return out
+
+    def save(self) -> None:
+        write_record(self.record, self.path)
+
+    def fail(self, error: str) -> None:
+        """Mark the record failed (an earlier error is kept) and save it."""
+        if self.record.get("status") != "failed" or not self.record.get("error"):
+            self.record["status"], self.record["error"] = "failed", error
+        self.save()
