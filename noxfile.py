@@ -118,14 +118,14 @@ def architecture(session: nox.Session) -> None:
 def tables(session: nox.Session) -> None:
     """Render the paper's tables with ours beside them from results/**/records into results/*.md, *.csv (no training)."""
     install(session)
-    session.run("python", "-m", "bench", "report", "--no-plots", *session.posargs)
+    session.run("python", "-m", "bench", "report", "--no-plots", "--prune", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
 def plots(session: nox.Session) -> None:
     """Draw the figures (Figs. 3, 5, 7, communication, accuracy vs FLOPs) from the records into plots/ (no training)."""
     install(session)
-    session.run("python", "-m", "bench", "report", "--no-tables", *session.posargs)
+    session.run("python", "-m", "bench", "report", "--no-tables", "--prune", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

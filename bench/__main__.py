@@ -1,25 +1,28 @@
-"""Command line: `python -m bench {run,list,download} ...`.
+"""Command line: `python -m bench {run,sweep,speed,report,count,check-assumption1,list,download} ...`.
 
-Every user error is a BenchError, printed on one line with exit status 2; nothing is written.
+Exit status: 0 done; 2 a user error (bad input, missing data, a record or run in the way), printed on one
+line, nothing written; 1 a run that failed (why, on one line; the record says `failed`); 3 a run whose loss
+diverged (the record says `diverged`).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from methods import GroupRule, create_method, list_methods, load_plugins
 
 from . import data
-from .config import PROFILES, RunConfig
+from .config import PROFILES, RunConfig, check_out
 from .errors import BenchError
 from .exec.launch import run_distributed
 from .exec.settings import DistConfig
 from .speed import run_speed
 from .sweep import run_sweep, summary_table
 from .train.count import count, count_paper
-from .train.loop import run
-from .train.records import atomic_write_text
+from .train.loop import DIVERGED_EXIT, run
+from .train.records import atomic_write_text, read_record
 
 
 def run_config(args) -> RunConfig:
@@ -36,13 +39,14 @@ def run_config(args) -> RunConfig:
                      hidden=args.hidden, bptt=args.bptt, extra=extra, plugins=list(args.plugin or []))
 
 
-def _run(args) -> None:
+def _run(args) -> int:
     cfg = run_config(args)
     if args.executor == "distributed":
         path = run_distributed(cfg, DistConfig.from_dict(vars(args)))
     else:
         path = run(cfg, progress=not args.no_progress)
     print(path)
+    return DIVERGED_EXIT if read_record(path)["status"] == "diverged" else 0
 
 
 def _options(items: list[str] | None) -> dict:
@@ -76,13 +80,16 @@ def _report(args) -> None:
     from . import report  # pandas and matplotlib: only for the commands that draw
 
     load_plugins(args.plugin)  # a plugin's methods show with their own labels and colours
-    records = report.load_records(args.records or [args.results])
+    for folder, flag, used in ((args.results, "--results", not args.no_tables), (args.plots, "--plots", not args.no_plots)):
+        if used:
+            check_out(folder, flag)
+    records = report.load_records(args.records or [args.results], required=True)
     figures = report.figure_names(records)
     if not args.no_tables:
-        for path in report.write_tables(records, Path(args.results), figures=figures):
+        for path in report.write_tables(records, Path(args.results), figures=figures, prune=args.prune):
             print(path)
     if not args.no_plots:
-        for path in report.render_plots(records, Path(args.plots)):
+        for path in report.render_plots(records, Path(args.plots), prune=args.prune):
             print(path)
 
 
@@ -125,7 +132,7 @@ def _plugin(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p = _Parser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train one method, write one run record")
@@ -167,7 +174,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--pp-schedule", default=None, help="gpipe: --option schedule=NAME (gpipe | 1f1b)")
     r.add_argument("--max-stale", type=int, default=2, help="overlapped: most forwards a feedback may lag")
     r.add_argument("--comm-timeout", dest="timeout_s", type=float, default=300.0,
-                   help="distributed: seconds a worker waits on a peer before the run fails")
+                   help="distributed: seconds a worker waits on a peer (message, collective, barrier) before the run fails")
+    r.add_argument("--eval-timeout", dest="eval_timeout_s", type=float, default=900.0,
+                   help="distributed: seconds the others may wait on top of --comm-timeout while rank 0 evaluates")
     r.set_defaults(func=_run)
 
     sp = sub.add_parser("speed", help="throughput of bp, ddp, gpipe, dni, lct on real workers (table + CSV)")
@@ -206,6 +215,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--records", nargs="+", default=None, help="record files or folders (default: --results)")
     rp.add_argument("--no-tables", action="store_true", help="figures only")
     rp.add_argument("--no-plots", action="store_true", help="tables only")
+    rp.add_argument("--prune", action="store_true",
+                    help="regenerating the whole set: also delete tables/figures this report wrote earlier that the "
+                         "records no longer give (never a file it did not write)")
     _plugin(rp)
     rp.set_defaults(func=_report)
 
@@ -239,13 +251,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """A bad option is one line too (argparse would print its usage first)."""
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as e:  # --help, or a bad option (already said on one line)
+        return e.code if isinstance(e.code, int) else 2
     try:
         rc = args.func(args)
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # a run that crashed: its record says failed; say why in one line
+        if os.environ.get("LCTBENCH_DEBUG"):
+            raise
+        print(f"failed: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
     return rc or 0
 
 

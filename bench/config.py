@@ -9,6 +9,9 @@ validates a configuration before anything is built or written.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,6 +25,14 @@ from .models import LSTM_UNITS, check_model, is_lstm, num_units
 from .models.split import SPLIT_RULES
 
 PROFILES = ("paper", "cpu", "smoke")
+NOT_SETTINGS = ("out", "resume", "data_root", "plugins", "tag")
+
+
+def differing_settings(a: dict, b: dict) -> list[str]:
+    """The keys of two records' configs whose settings differ (absent keys count as None)."""
+    keys = (set(a) | set(b)) - set(NOT_SETTINGS) - {"distributed"}
+    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
+    return sorted(k for k in keys if norm(a.get(k)) != norm(b.get(k)))
 
 
 @dataclass
@@ -60,11 +71,13 @@ class RunConfig:
     hidden: int | None = None       # LSTM units per layer
     bptt: int | None = None         # truncated-BPTT length: characters per training segment
     plugins: list[str] = field(default_factory=list)  # modules / .py files whose methods register (--plugin)
+    tag: str = ""                   # appended to the run id: a sweep's record of other settings than an existing one
 
     @property
     def run_id(self) -> str:
         groups = self.groups if self.groups is not None else default_groups(self.model)
-        return f"{self.data}_{self.model}_{self.method}_k{groups}_{self.profile}_s{self.seed}"
+        base = f"{self.data}_{self.model}_{self.method}_k{groups}_{self.profile}_s{self.seed}"
+        return f"{base}_{self.tag}" if self.tag else base
 
     def hyper(self) -> Hyper:
         lstm = {} if self.optimizer is None else {"optimizer": self.optimizer, "lr_decay": self.lr_decay}
@@ -76,6 +89,14 @@ class RunConfig:
         d["milestones"] = list(self.milestones or ())
         d["split_bounds"] = None if self.split_bounds is None else list(self.split_bounds)
         return d
+
+    def settings(self) -> dict:
+        """What makes two runs the same run: the whole resolved config but where files live, whether it
+        resumes, and the file name's tag."""
+        return {k: v for k, v in self.to_dict().items() if k not in NOT_SETTINGS}
+
+    def settings_hash(self) -> str:
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True, default=str).encode()).hexdigest()[:8]
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
@@ -197,16 +218,18 @@ _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 def _check_numbers(cfg: RunConfig) -> None:
-    for key, (least, flag) in _POSITIVE.items():
+    for key, (least, flag) in {**_POSITIVE, "seed": (0, "--seed")}.items():
         value = getattr(cfg, key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise BenchError(f"{flag} must be an integer >= {least}, got {value!r}")
-    for key, flag in (("width", "--width"), ("lr", "--lr"), ("aux_lr", "--aux-lr")):
+    for key, flag in (("width", "--width"), ("lr", "--lr"), ("aux_lr", "--aux-lr"), ("lr_decay", "lr decay")):
         value = getattr(cfg, key)
-        if value is not None and not value > 0:
-            raise BenchError(f"{flag} must be > 0, got {value!r}")
-    if cfg.weight_decay is not None and cfg.weight_decay < 0:
+        if value is not None and not (isinstance(value, (int, float)) and 0 < value < float("inf")):
+            raise BenchError(f"{flag} must be a number > 0, got {value!r}")
+    if cfg.weight_decay is not None and not 0 <= cfg.weight_decay < float("inf"):
         raise BenchError(f"weight decay must be >= 0, got {cfg.weight_decay}")
+    if any(not isinstance(m, int) or m < 0 for m in cfg.milestones or ()):
+        raise BenchError(f"lr milestones must be steps >= 0, got {list(cfg.milestones)}")
     if cfg.optimizer not in (None, "sgd", "adam"):
         raise BenchError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: sgd, adam")
 
@@ -224,13 +247,15 @@ def check_device(device: str) -> None:
             raise BenchError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def check_out(out: str) -> None:
-    """The output folder is a folder, or can be made one (no regular file on its path)."""
+def check_out(out: str, flag: str = "--out") -> None:
+    """The output folder is a writable folder, or can be made one (no regular file on its path)."""
     path = Path(out)
     for p in (path, *path.parents):
         if p.exists():
             if not p.is_dir():
-                raise BenchError(f"--out {out}: {p} is a file, not a folder")
+                raise BenchError(f"{flag} {out}: {p} is a file, not a folder")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise BenchError(f"{flag} {out}: {p} is not writable")
             return
 
 

@@ -11,8 +11,7 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
-from . import data as datasets
-from .config import RunConfig
+from .config import RunConfig, differing_settings, prepare
 from .errors import BenchError
 from .train.loop import run
 from .train.records import read_record
@@ -79,31 +78,49 @@ def grid_configs(name: str, profile: str, seeds: list[int], base: RunConfig,
             for d, m, (meth, k), s in itertools.product(data_sets, models, methods, seeds)]
 
 
+def _place(cfg: RunConfig, tell) -> RunConfig:
+    """cfg, or cfg tagged with its settings where a record of other settings holds its run id (that record is
+    left alone and this entry runs into its own)."""
+    path = Path(cfg.out) / f"{cfg.run_id}.json"
+    if not path.exists():
+        return cfg
+    previous = read_record(path)
+    probe = replace(cfg, split_bounds=cfg.split_bounds or previous["config"].get("split_bounds"))
+    diff = differing_settings(previous["config"], probe.to_dict())
+    if not diff:
+        return cfg
+    tagged = replace(cfg, tag=cfg.settings_hash())
+    tell(f"{path.name} has other settings (differs in: {', '.join(diff)}); this entry runs into "
+         f"{tagged.run_id}.json")
+    return tagged
+
+
 def run_sweep(name: str, profile: str, seeds: list[int], base: RunConfig, progress: bool = True,
               steps: int | None = None) -> list[Path]:
     """Run every configuration of a grid; a failed run is recorded and the sweep goes on.
 
-    Resumable: a completed (or diverged) record is skipped, an unfinished one resumes from its
-    checkpoint, so rerunning the same command finishes the rest."""
-    configs = grid_configs(name, profile, seeds, base, steps)
-    root = datasets.resolve_data_root(base.data_root)
-    for d in sorted({c.data for c in configs}):
-        datasets.check_available(d, root)  # fail before the first run, not in the middle
+    Resumable: a completed (or diverged) record of the entry's settings is skipped, an unfinished one
+    resumes from its checkpoint, so rerunning the same command finishes the rest. A record of other settings
+    under the same run id is left alone; the entry runs into a record of its own. An unreadable record is
+    reported and the sweep goes on with the other entries."""
+    configs = [prepare(c) for c in grid_configs(name, profile, seeds, base, steps)]  # all checked before any run
     paths = []
     for i, cfg in enumerate(configs, 1):
-        path = Path(cfg.out) / f"{cfg.run_id}.json"
-        if path.exists() and read_record(path).get("status") in ("completed", "diverged"):
-            print(f"[{i}/{len(configs)}] {cfg.run_id}: done, skipped", flush=True)
-            paths.append(path)
-            continue
-        print(f"[{i}/{len(configs)}] {cfg.run_id}", flush=True)
+        head = f"[{i}/{len(configs)}] {cfg.run_id}"
         try:
+            cfg = _place(cfg, lambda text: print(f"{head}: {text}", flush=True))
+            path = Path(cfg.out) / f"{cfg.run_id}.json"
+            if path.exists() and read_record(path)["status"] in ("completed", "diverged"):
+                print(f"{head}: done, skipped", flush=True)
+                paths.append(path)
+                continue
+            print(head, flush=True)
             paths.append(run(cfg, progress=progress))
-        except BenchError:
-            raise
+        except BenchError as e:  # an unreadable record or checkpoint, a run already going: this entry only
+            print(f"{head}: error: {e}", flush=True)
         except Exception as e:  # recorded as failed by the runner; keep going
-            print(f"  failed: {type(e).__name__}: {e}")
-            paths.append(path)
+            print(f"{head}: failed: {type(e).__name__}: {e}", flush=True)
+            paths.append(Path(cfg.out) / f"{cfg.run_id}.json")
     return paths
 
 

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from bench.__main__ import main as cli
 from bench.config import RunConfig
-from bench.exec.launch import LocalJob, record_path, run_distributed, validate
+from bench.errors import BenchError
+from bench.exec.launch import LocalJob, mark_failed, record_path, run_distributed, validate, watch
 from bench.exec.settings import DistConfig
 from bench.train.build import build
 from bench.train.loop import run as run_inprocess
@@ -130,23 +134,25 @@ def _activation_numel(cfg: RunConfig) -> int:
     return n
 
 
-def test_a_killed_worker_fails_the_run_within_60_s(tmp_path):
-    cfg = validate(smoke(tmp_path, "lct", 3, steps=100_000), DistConfig())
-    dcfg = DistConfig(schedule="overlapped", timeout_s=300)
+def _signal_mid_run(tmp_path, cfg, dcfg, sig: int, wait):
+    """Start the job, signal rank 1 once training is under way, and time `wait(job)`: (its result, the
+    seconds it took, the job, the record's path). Every process is stopped afterwards."""
     job = LocalJob(cfg, dcfg, log_dir=tmp_path / "logs")
     path = record_path(cfg, dcfg)
     try:
-        deadline = time.monotonic() + 120
-        while not (path.exists() and read_record(path)["curves"]["step"]):  # training is under way
-            assert time.monotonic() < deadline and all(p.poll() is None for p in job.procs), "run did not start"
-            time.sleep(0.2)
-        os.kill(job.procs[1].pid, signal.SIGKILL)
+        _wait_for_training(path, job.procs)
+        os.kill(job.procs[1].pid, sig)
         t0 = time.monotonic()
-        codes = job.wait()
-        elapsed = time.monotonic() - t0
+        result = wait(job)
+        return result, time.monotonic() - t0, job, path
     finally:
         job.stop()
-        job.close()
+
+
+def test_a_killed_worker_fails_the_run_within_60_s(tmp_path):
+    cfg = validate(smoke(tmp_path, "lct", 3, steps=100_000), DistConfig())
+    dcfg = DistConfig(schedule="overlapped", timeout_s=300)
+    codes, elapsed, job, path = _signal_mid_run(tmp_path, cfg, dcfg, signal.SIGKILL, lambda job: job.wait())
     assert elapsed < 60
     assert codes[1] == -signal.SIGKILL
     assert codes[0] > 0 and codes[2] > 0  # they noticed and exited themselves, not stopped by the launcher
@@ -155,6 +161,70 @@ def test_a_killed_worker_fails_the_run_within_60_s(tmp_path):
         assert len(errors) == 1 and errors[0].startswith(f"error: rank {rank}:"), errors
     record = read_record(path)
     assert record["status"] == "failed" and record["error"]
+
+
+def _wait_for_training(path, procs, deadline_s=120):
+    deadline = time.monotonic() + deadline_s
+    while not (path.exists() and read_record(path)["curves"]["step"]):  # training is under way
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "run did not start"
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("method", ["lct", pytest.param("gpipe", marks=pytest.mark.slow)])
+def test_a_stopped_worker_ends_every_process_within_the_timeout(tmp_path, method):
+    """SIGSTOP (not kill) rank 1: the others' waits time out after --comm-timeout, name the silent rank, and
+    every process is gone within timeout + 30 s, the record failed."""
+    dcfg = DistConfig(timeout_s=10, grace_s=5)
+    cfg = validate(smoke(tmp_path, method, 2, steps=100_000, eval_every=20), dcfg)
+
+    def fails(job):
+        with pytest.raises(BenchError, match="distributed run failed"):
+            watch(job, lambda error: mark_failed(cfg, dcfg, error))
+
+    _, elapsed, job, path = _signal_mid_run(tmp_path, cfg, dcfg, signal.SIGSTOP, fails)
+    assert elapsed < dcfg.timeout_s + 30 and all(p.poll() is not None for p in job.procs)
+    record = read_record(path)
+    assert record["status"] == "failed" and "rank 1" in record["error"] and "imed out" in record["error"]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_a_killed_launcher_takes_its_workers_down(tmp_path):
+    """SIGKILL the launching command: its workers notice within seconds, mark the record failed and exit; no
+    process and no temporary file is left."""
+    temp, out = tmp_path / "tmp", tmp_path / "runs"  # the job's own temporary folder: nothing may stay in it
+    temp.mkdir()
+    launcher = subprocess.Popen([sys.executable, "-m", "bench", "run", "--method", "lct", "--groups", "2",
+                                 "--steps", "100000", "--eval-every", "20", "--width", "0.0625", "--batch-size", "32",
+                                 "--executor", "distributed", "--out", str(out), "--no-progress"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, TMPDIR=str(temp)))
+    path = out / "digits_resnet50_lct_k2_smoke_s0_dist-lockstep.json"
+    try:
+        _wait_for_training(path, [launcher])
+        workers = _children(launcher.pid)
+        assert len(workers) == 2
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 30
+        while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2]
+                  for w in workers):
+            assert time.monotonic() < deadline, "workers outlived their launcher"
+            time.sleep(0.2)
+    finally:
+        launcher.kill()
+    record = read_record(path)
+    assert record["status"] == "failed" and "launcher" in record["error"]
+    assert not list(temp.iterdir())
 
 
 def test_cli_rejects_bad_distributed_settings_in_one_line(tmp_path, capsys):

@@ -283,6 +283,8 @@ def test_every_figure_is_drawn(results, tmp_path):
     # without the DNI record its Fig. 3 goes; a picture that is not ours stays
     (tmp_path / "plots" / "mine.png").write_bytes(b"x")
     report.render_plots([r for r in records if r["config"]["method"] != "dni"], tmp_path / "plots")
+    assert (tmp_path / "plots" / "fig3_assumption1_cpu_cifar10_resnet50_dni.png").exists()  # kept unless pruning
+    report.render_plots([r for r in records if r["config"]["method"] != "dni"], tmp_path / "plots", prune=True)
     assert not (tmp_path / "plots" / "fig3_assumption1_cpu_cifar10_resnet50_dni.png").exists()
     assert (tmp_path / "plots" / "mine.png").exists() and (tmp_path / "plots" / "fig7_pipelined_bp.png").exists()
 

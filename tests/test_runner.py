@@ -84,11 +84,27 @@ def test_a_timed_split_is_measured_once_and_kept_on_resume(tmp_path, monkeypatch
     assert resumed["status"] == "completed" and resumed["split"]["bounds"] == bounds
 
 
-def test_nan_loss_stops_the_run_as_diverged(tmp_path):
+def test_nan_loss_stops_the_run_as_diverged(tmp_path, capsys):
     cfg = RunConfig(method="bp", model="mlp", data="digits", profile="smoke", out=str(tmp_path), lr=1e6, steps=100)
     record = json.loads(run(cfg, progress=False).read_text())
     assert record["status"] == "diverged"
     assert "loss" in record["error"] and record["final"]["steps"] < 100
+    # on the command line: said on the console, and an exit status of its own
+    code = main(["run", "--method", "bp", "--model", "mlp", "--lr", "1e6", "--out", str(tmp_path / "cli"),
+                 "--no-progress"])
+    assert code == 3 and "diverged: loss nan at step" in capsys.readouterr().out
+
+
+def test_a_crashed_run_says_why_on_one_line_and_its_record_says_failed(tmp_path, capsys, monkeypatch):
+    def crash(self, start, end, on_step):
+        raise RuntimeError("the device fell over")
+
+    monkeypatch.setattr(InProcess, "phase", crash)
+    assert main(["run", "--method", "bp", "--model", "mlp", "--out", str(tmp_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err == "failed: RuntimeError: the device fell over\n"
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert record["status"] == "failed" and record["error"] == "RuntimeError: the device fell over"
 
 
 @pytest.mark.parametrize("argv,needle", [

@@ -32,11 +32,12 @@ CALIBRATION_REPS = 5
 @dataclass
 class Comms:
     """The worker's process groups: activations forward, feedback back (never one group for both: see
-    meter.py), and a gloo group for objects and barriers."""
+    meter.py), a gloo group for objects and barriers, and one for the wait while rank 0 evaluates."""
 
     fwd: object
     bwd: object
     ctrl: object
+    evaluation: object
 
 
 class WorkerEngine:
@@ -120,7 +121,8 @@ class WorkerEngine:
         self.fwd_s = self.bwd_s = 0.0
 
     def barrier(self) -> None:
-        dist.barrier(group=self.comms.ctrl)
+        """After a phase's measurements: the others wait for rank 0's evaluation (its own allowance)."""
+        dist.barrier(group=self.comms.evaluation)
 
     def gather(self) -> None:
         """Every group's weights (and last gradients) on rank 0, loaded into its copies of the other groups."""

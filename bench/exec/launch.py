@@ -21,7 +21,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Callable
 
 from methods import create_method
 
-from ..config import RunConfig, prepare
+from ..config import RunConfig, differing_settings, prepare
 from ..errors import BenchError
 from ..train.build import measure_split
-from ..train.records import new_record, read_record, write_record
+from ..train.records import new_record, read_record, run_lock, write_record
 from .backends import backend_for
 from .settings import SCHEDULES, DistConfig
 
@@ -55,10 +54,7 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
     backend = backend_for(method, cfg.groups)
     if dcfg.schedule not in SCHEDULES:
         raise BenchError(f"unknown schedule {dcfg.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
-    if dcfg.threads_per_worker < 1 or dcfg.max_stale < 1:
-        raise BenchError("--threads-per-worker and --max-stale must be >= 1")
-    if cfg.resume:
-        raise BenchError("--resume is not supported by the distributed executor (start the run again)")
+    check_dist(dcfg, cfg.steps)
     backend.validate(cfg, dcfg, method, method.resolve_options(cfg.extra))
     if cfg.device.startswith("cuda"):
         import torch
@@ -68,6 +64,40 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
             raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); "
                              f"it has {torch.cuda.device_count()}")
     return cfg
+
+
+def check_dist(dcfg: DistConfig, steps: int) -> None:
+    for key, flag in (("threads_per_worker", "--threads-per-worker"), ("max_stale", "--max-stale")):
+        value = getattr(dcfg, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise BenchError(f"{flag} must be an integer >= 1, got {value!r}")
+    for key, flag, least in (("timeout_s", "--comm-timeout", 1.0), ("eval_timeout_s", "--eval-timeout", 1.0),
+                             ("grace_s", "grace", 0.0)):
+        value = getattr(dcfg, key)
+        if not (isinstance(value, (int, float)) and least <= value < float("inf")):
+            raise BenchError(f"{flag} must be a number of seconds >= {least:g}, got {value!r}")
+    if not isinstance(dcfg.warmup_steps, int) or not 0 <= dcfg.warmup_steps < steps:
+        raise BenchError(f"warm-up steps must be an integer in 0..{steps - 1}, got {dcfg.warmup_steps!r}")
+
+
+def previous_record(cfg: RunConfig, dcfg: DistConfig) -> dict | None:
+    """A distributed run never overwrites a record: without --resume an existing one is refused; with it, a
+    completed one of the same settings is skipped (a distributed run cannot continue mid-way)."""
+    path = record_path(cfg, dcfg)
+    if not path.exists():
+        return None
+    previous = read_record(path)
+    if not cfg.resume:
+        raise BenchError(f"{path} exists ({previous['status']}); --resume skips a completed run, or choose "
+                         f"another --out")
+    diff = differing_settings(previous["config"], replace(cfg, split_bounds=cfg.split_bounds or previous[
+        "config"].get("split_bounds")).to_dict())
+    if diff:
+        raise BenchError(f"{path} was run with other settings (differs in: {', '.join(diff)}): choose another --out")
+    if previous["status"] not in ("completed", "diverged"):
+        raise BenchError(f"{path} is {previous['status']}: a distributed run cannot continue mid-way; remove it "
+                         f"or choose another --out")
+    return previous
 
 
 def mark_failed(cfg: RunConfig, dcfg: DistConfig, error: str) -> Path:
@@ -92,19 +122,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-class LocalJob:
-    """K worker processes on this machine (`python -m <module> --config FILE`), and the watchdog that ends
-    them all when one fails."""
+CONFIG_ENV = "LCTBENCH_RUN_CONFIG"  # the run's configuration, as JSON, for the workers of a local launch
 
-    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None,
-                 module: str = "bench.exec.worker"):
+
+class LocalJob:
+    """K worker processes on this machine (`python -m bench.exec.worker`, the configuration in the
+    environment: no file to leave behind), and the watchdog that ends them all when one fails."""
+
+    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None):
         self.cfg, self.dcfg = cfg, dcfg
-        self.tmp = Path(tempfile.mkdtemp(prefix="lctbench-"))
-        config = self.tmp / "config.json"
-        config.write_text(json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)}))
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parent.parent.parent)
         threads = str(dcfg.threads_per_worker)
         base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+                    **{CONFIG_ENV: json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)})},
                     WORLD_SIZE=str(cfg.groups), LOCAL_WORLD_SIZE=str(cfg.groups),
                     OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
                     PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
@@ -117,8 +147,8 @@ class LocalJob:
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
                 self.logs.append(Path(log_dir) / f"rank{rank}.log")
                 out = open(self.logs[-1], "w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", module, "--config", str(config)],
-                                               env=env, stdout=out, stderr=subprocess.STDOUT if out else None))
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "bench.exec.worker"], env=env, stdout=out,
+                                               stderr=subprocess.STDOUT if out else None))
             if out is not None:
                 out.close()
 
@@ -148,12 +178,6 @@ class LocalJob:
                 p.kill()
                 p.wait()
 
-    def close(self) -> None:
-        for f in self.tmp.iterdir():
-            f.unlink()
-        self.tmp.rmdir()
-
-
 def describe_exit(rank: int, code: int) -> str:
     if code < 0:
         return f"rank {rank} killed by signal {-code} ({signal.Signals(-code).name})"
@@ -165,12 +189,18 @@ def _interrupt(signum, frame):
 
 
 def run_distributed(cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None) -> Path:
-    """Launch the K workers here, wait for them, and return the record's path (BenchError if any failed)."""
+    """Launch the K workers here, wait for them, and return the record's path (BenchError if any failed).
+    With --resume a completed record of the same settings is skipped."""
     cfg = validate(cfg, dcfg)
-    # a timed cut is measured once here, with one worker's threads, and shared by every worker
-    cfg.split_bounds = measure_split(replace(cfg, threads=dcfg.threads_per_worker))
-    watch(LocalJob(cfg, dcfg, log_dir), lambda error: mark_failed(cfg, dcfg, error))
-    return record_path(cfg, dcfg)
+    path = record_path(cfg, dcfg)
+    with run_lock(Path(cfg.out), path.stem):
+        if previous_record(cfg, dcfg) is not None:
+            print(f"{path.stem}: already completed, skipping ({path})")
+            return path
+        # a timed cut is measured once here, with one worker's threads, and shared by every worker
+        cfg.split_bounds = measure_split(replace(cfg, threads=dcfg.threads_per_worker))
+        watch(LocalJob(cfg, dcfg, log_dir), lambda error: mark_failed(cfg, dcfg, error))
+    return path
 
 
 def watch(job: LocalJob, mark: Callable[[str], Path]) -> None:
@@ -187,7 +217,6 @@ def watch(job: LocalJob, mark: Callable[[str], Path]) -> None:
         mark("interrupted")
         raise
     finally:
-        job.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     if any(codes):

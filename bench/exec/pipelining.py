@@ -87,7 +87,10 @@ def instrument(meter: Meter) -> None:
     if batch is None or wait is None:
         return
 
+    peers: list[int] = []
+
     def counted_batch(ops, *args, **kwargs):
+        peers[:] = sorted({op.peer for op in ops})
         for op in ops:
             n = op.tensor.numel() * op.tensor.element_size()
             if "isend" in getattr(op.op, "__name__", ""):
@@ -97,7 +100,8 @@ def instrument(meter: Meter) -> None:
         return batch(ops, *args, **kwargs)
 
     def timed_wait(works):
+        what = f"torch.distributed.pipelining p2p with rank {', '.join(map(str, peers))}"
         for work in works if isinstance(works, (list, tuple)) else [works]:
-            meter.wait(work, "torch.distributed.pipelining p2p")
+            meter.wait(work, what)
 
     schedules._batch_p2p, schedules._wait_batch_p2p = counted_batch, timed_wait

@@ -13,7 +13,8 @@ class DistConfig:
     schedule: str = "lockstep"       # lockstep: wait for each batch's feedback; overlapped: go on with the next batch
     threads_per_worker: int = 1      # torch intra-op threads in every worker (gloo on CPU)
     max_stale: int = 2               # overlapped: feedback may be applied at most this many forwards late
-    timeout_s: float = 300.0         # a wait on a peer longer than this fails the run
+    timeout_s: float = 300.0         # a wait on a peer (any message, collective or barrier) longer than this fails the run
+    eval_timeout_s: float = 900.0    # the others' wait while rank 0 evaluates: timeout_s plus this allowance
     grace_s: float = 20.0            # local launch: seconds the others get to exit after one worker died
     warmup_steps: int = 0            # steps run before the clock and the counters start (speed benchmark)
     evaluate: bool = True            # evaluate at eval_every and at the end (the speed benchmark does not)

@@ -14,6 +14,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from dataclasses import replace
 from datetime import timedelta
@@ -29,13 +31,14 @@ from ..train.loop import Loop
 from ..train.records import RecordWriter, atomic_torch_save
 from .backends import backend_for
 from .engine import Comms
-from .launch import mark_failed, record_path, schedule_name, validate
+from .launch import CONFIG_ENV, mark_failed, record_path, schedule_name, validate
 from .meter import PeerError, one_line
 from .settings import DistConfig
 
 
 def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
-    """This rank's device (one GPU per local rank) and process groups."""
+    """This rank's device (one GPU per local rank) and process groups. Every wait obeys --comm-timeout, but
+    the others' wait for rank 0's evaluation, which gets --eval-timeout more."""
     local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
     cuda = cfg.device.startswith("cuda")
     device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
@@ -43,11 +46,30 @@ def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
         torch.cuda.set_device(device)
     timeout = timedelta(seconds=dcfg.timeout_s)
     dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **({"device_id": device} if cuda else {}))
-    ctrl = dist.new_group(backend="gloo", timeout=timedelta(seconds=max(dcfg.timeout_s, 1800)))
-    return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout), ctrl=ctrl)
+    evaluation = timedelta(seconds=dcfg.timeout_s + dcfg.eval_timeout_s)
+    return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout),
+                         ctrl=dist.new_group(backend="gloo", timeout=timeout),
+                         evaluation=dist.new_group(backend="gloo", timeout=evaluation))
+
+
+def watch_parent(mark: Callable[[str], object]) -> None:
+    """End this worker when the process that started it dies (a killed launcher or torchrun agent): the
+    record is marked failed and the process exits, even while the main thread waits on a peer."""
+    parent = os.getppid()
+
+    def poll():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        try:
+            mark(f"rank {os.environ.get('RANK', '?')}: the launcher (pid {parent}) died")
+        finally:
+            os._exit(1)
+
+    threading.Thread(target=poll, daemon=True, name="parent-watch").start()
 
 
 def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
+    watch_parent(lambda msg: mark_failed(cfg, dcfg, msg))
     torch.set_num_threads(dcfg.threads_per_worker)
     device, comms = init_comms(cfg, dcfg)
     cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
@@ -81,10 +103,10 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
 
 # --- entry point ---------------------------------------------------------------------------------
 def _configs(argv: list[str]) -> tuple[RunConfig, DistConfig]:
-    """`--config FILE` (written by the local launch) or the options of `python -m bench run` (torchrun)."""
-    if argv and argv[0] == "--config":
-        with open(argv[1]) as f:
-            d = json.load(f)
+    """The configuration the local launch put in the environment, or the options of `python -m bench run`
+    (torchrun)."""
+    if os.environ.get(CONFIG_ENV):
+        d = json.loads(os.environ[CONFIG_ENV])
         return RunConfig.from_dict(d["run"]), DistConfig.from_dict(d["dist"])
     from ..__main__ import parser, run_config  # the command line's own parser (torchrun passes its options)
 

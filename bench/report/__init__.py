@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..train.records import atomic_write_text
-from . import accuracy, lstm, plots, related, resources, timing
+from . import accuracy, lstm, manifest, plots, related, resources, timing
 from .assumption1 import check_assumption1, table_assumption1
 from .frame import DATA_NAMES, DATA_ORDER, PROFILE_ORDER, Cell, cells, load_records, rank
 
@@ -86,14 +86,18 @@ def render(records: list[dict], base: Path | None = None, figures: list[str] | N
     return files
 
 
-def write_tables(records: list[dict], out: Path, base: Path | None = None, figures: list[str] | None = None) -> list[Path]:
+def write_tables(records: list[dict], out: Path, base: Path | None = None, figures: list[str] | None = None,
+                 prune: bool = False) -> list[Path]:
+    """Write every table (atomically; identical files are left untouched); with `prune`, also delete the
+    tables this report wrote earlier into `out` that the records no longer give (manifest.py)."""
     out = Path(out)
     written = []
     for name, text in render(records, base, figures).items():
         path = out / name
-        if not path.exists() or path.read_text() != text:  # leave identical files untouched
+        if not path.exists() or path.read_text() != text:
             atomic_write_text(path, text)
         written.append(path)
+    manifest.update(out, written, prune)
     return written
 
 
@@ -101,8 +105,12 @@ def figure_names(records: list[dict]) -> list[str]:
     return [f"plots/{name}" for name, _ in plots.plan(*split_records(records))]
 
 
-def render_plots(records: list[dict], out: Path) -> list[Path]:
-    return plots.render(*split_records(records), out)
+def render_plots(records: list[dict], out: Path, prune: bool = False) -> list[Path]:
+    """Draw every figure the records give into `out`; with `prune`, delete the figures this report drew
+    there earlier that the records no longer give."""
+    paths = plots.render(*split_records(records), out)
+    manifest.update(out, paths, prune)
+    return paths
 
 
 __all__ = ["build_tables", "check_assumption1", "figure_names", "load_records", "render", "render_plots",

@@ -67,15 +67,19 @@ def is_record(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("config"), dict) and "status" in obj and "final" in obj
 
 
-def load_records(roots: Iterable[Path]) -> list[dict]:
-    """Every run record (JSON with config/status/final) under the given files or folders, sorted by path."""
+def load_records(roots: Iterable[Path], required: bool = False) -> list[dict]:
+    """Every run record (JSON with config/status/final) under the given files or folders, sorted by path. A
+    path that does not exist, an unreadable JSON file, or (with `required`) no record at all is a one-line
+    error naming it."""
     paths: list[Path] = []
+    roots = [Path(r) for r in roots]
     for root in roots:
-        root = Path(root)
         if root.is_file():
             paths.append(root)
         elif root.is_dir():
             paths.extend(p for p in root.rglob("*.json") if "checkpoints" not in p.parts)
+        else:
+            raise BenchError(f"no such file or folder: {root}")
     records = []
     for p in sorted(set(paths)):
         try:
@@ -87,6 +91,8 @@ def load_records(roots: Iterable[Path]) -> list[dict]:
             if obj.get("schedule") in SCHEDULE_ALIASES:  # records from before the schedule's rename
                 obj["schedule"] = SCHEDULE_ALIASES[obj["schedule"]]
             records.append(obj)
+    if required and not records:
+        raise BenchError(f"no run records in {', '.join(map(str, roots))}: nothing to report (nothing was written)")
     return records
 
 

@@ -5,6 +5,7 @@ methods' own (their declared look).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -49,11 +50,17 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight", metadata={"Software": None})
+    """Save through a temporary file and rename, so a killed report never leaves half a picture."""
     import matplotlib.pyplot as plt
 
-    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png", bbox_inches="tight", metadata={"Software": None})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def _subtitle(profile: str, data: str, model: str, executor: str | None = None) -> str:
@@ -432,19 +439,11 @@ def fig6(gs: list[Cell], path: Path) -> None:
     _save(fig, path)
 
 
-# the names of the files this module draws: a file of these kinds that the records no longer give is removed
-GENERATED = ("fig3_", "fig5_", "fig6_", "fig7_", "anytime_", "communication_share")
-
-
 def render(cells: list[Cell], counted: list[dict], out: Path) -> list[Path]:
-    """Draw every figure the records give into `out`, and remove figures of ours they no longer give (a
-    deleted record must not leave its picture behind)."""
+    """Draw every figure the records give into `out` (each saved atomically)."""
     out = Path(out)
     paths = []
     for name, draw in plan(cells, counted):
         draw(out / name)
         paths.append(out / name)
-    for stale in sorted(out.glob("*.png")):
-        if stale not in paths and stale.name.startswith(GENERATED):
-            stale.unlink()
     return paths

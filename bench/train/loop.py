@@ -11,17 +11,17 @@ writes. Only training steps are timed; evaluation and Assumption 1 sit between p
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..config import RunConfig, prepare
+from ..config import RunConfig, differing_settings, prepare
+from ..errors import BenchError
 from ..exec.inprocess import InProcess
 from .build import Run, build
 from .evaluate import assumption1, evaluate
-from .records import RecordWriter, atomic_torch_save, read_record
+from .records import RecordWriter, atomic_torch_save, load_checkpoint_file, read_record, run_lock
 
 EVAL_BATCH = 500
 
@@ -169,33 +169,55 @@ def load_checkpoint(run: Run, state: dict) -> None:
             o.load_state_dict(saved[k])
 
 
+DIVERGED_EXIT = 3  # `python -m bench run` exits with this where the loss was not finite
+
+
+def previous_run(cfg: RunConfig, path: Path, ckpt: Path) -> dict | None:
+    """The record (or checkpoint) already at cfg's place, checked against cfg: without --resume any is
+    refused (a run never overwrites a record), with --resume one of other settings is refused naming the
+    keys that differ. A timed cut is taken from it (a resume never measures again)."""
+    if not (path.exists() or ckpt.exists()):
+        return None
+    previous = read_record(path) if path.exists() else load_checkpoint_file(ckpt, "cpu")["record"]
+    where = path if path.exists() else ckpt
+    if not cfg.resume:
+        raise BenchError(f"{where} exists ({previous['status']}); --resume continues or skips it, or choose "
+                         f"another --out")
+    if cfg.split_bounds is None:
+        cfg.split_bounds = previous["config"].get("split_bounds")
+    diff = differing_settings(previous["config"], cfg.to_dict())
+    if diff:
+        raise BenchError(f"{where} was run with other settings (differs in: {', '.join(diff)}); --resume refuses "
+                         f"to mix them: choose another --out")
+    return previous
+
+
 def run(cfg: RunConfig, progress: bool = True) -> Path:
     """Train, evaluate and record one run in process; returns the record's path. With cfg.resume, a
-    completed record is left as it is and an unfinished one continues from its checkpoint."""
+    completed record of the same settings is left as it is and an unfinished one continues from its
+    checkpoint; a record of other settings is never touched."""
     cfg = prepare(cfg)
     path = Path(cfg.out) / f"{cfg.run_id}.json"
     ckpt = Path(cfg.out) / "checkpoints" / f"{cfg.run_id}.pt"
-    if cfg.resume and path.exists():
-        previous = read_record(path)
-        if previous["status"] in ("completed", "diverged"):
+    with run_lock(Path(cfg.out), cfg.run_id):
+        previous = previous_run(cfg, path, ckpt)
+        if previous is not None and previous["status"] in ("completed", "diverged"):
             print(f"{cfg.run_id}: already {previous['status']}, skipping ({path})")
             return path
-        if cfg.split_bounds is None:  # a resume keeps the cut it started with (a timed split is not re-measured)
-            cfg = replace(cfg, split_bounds=previous["config"].get("split_bounds"))
-    r = build(cfg)
-    start, writer = 0, None
-    if cfg.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=r.device, weights_only=False)
-        load_checkpoint(r, state)
-        start, writer = state["step"], RecordWriter(path, state["record"])
-        writer.record["status"] = "running"
-        print(f"{cfg.run_id}: resuming at step {start}/{cfg.steps}")
-    if writer is None:
-        writer = RecordWriter.start(path, r.cfg.to_dict(), str(r.device), split=r.split_info(),
-                                    **InProcess.record_header)
-    writer.record["env"]["torch_threads"] = torch.get_num_threads()
-    writer.save()
-    Loop(r, InProcess(r), writer, progress=progress, checkpoint=ckpt).train(start)
-    if writer.record["status"] == "completed":
-        ckpt.unlink(missing_ok=True)
+        r = build(cfg)
+        start, writer = 0, None
+        if previous is not None and ckpt.exists():
+            state = load_checkpoint_file(ckpt, r.device)
+            load_checkpoint(r, state)
+            start, writer = state["step"], RecordWriter(path, state["record"])
+            writer.record["status"] = "running"
+            print(f"{cfg.run_id}: resuming at step {start}/{cfg.steps}")
+        if writer is None:
+            writer = RecordWriter.start(path, r.cfg.to_dict(), str(r.device), split=r.split_info(),
+                                        **InProcess.record_header)
+        writer.record["env"]["torch_threads"] = torch.get_num_threads()
+        writer.save()
+        Loop(r, InProcess(r), writer, progress=progress, checkpoint=ckpt).train(start)
+        if writer.record["status"] == "completed":
+            ckpt.unlink(missing_ok=True)
     return path

@@ -6,6 +6,8 @@ records only; they never train.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -15,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from ..errors import BenchError
 
 SCHEMA = 1
 
@@ -49,8 +53,53 @@ def write_record(record: dict, path: Path) -> None:
 
 
 def read_record(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """A run record; a file that is not one is a one-line error naming it."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BenchError(f"cannot read record {path}: {' '.join(str(e).split())}") from None
+    if not (isinstance(record, dict) and isinstance(record.get("config"), dict) and "status" in record):
+        raise BenchError(f"cannot read record {path}: not a run record (no config or status)")
+    return record
+
+
+def load_checkpoint_file(path: Path, device) -> dict:
+    """A checkpoint, loaded without running code from the file (weights_only: tensors, numbers, strings,
+    containers); anything else is refused in one line naming the file."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # UnpicklingError for a foreign object, RuntimeError/EOFError for a broken file
+        text = " ".join(str(e).split())
+        why = text[text.find("Unsupported"):].split(". ")[0] if "Unsupported" in text else text[:200]
+        raise BenchError(f"cannot load checkpoint {path}: {why}") from None
+    if not (isinstance(state, dict) and {"step", "record", "modules", "optimizers"} <= set(state)):
+        raise BenchError(f"cannot load checkpoint {path}: not a checkpoint of this suite")
+    return state
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, run_id: str):
+    """Hold `<out>/.locks/<run_id>.lock` for the duration: a second run of the same id into the same folder is
+    refused in one line instead of racing the first for its files (released when the process ends)."""
+    folder = Path(out) / ".locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{run_id}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise BenchError(f"{run_id} is already running into {out} ({f.read().strip() or 'another process'}); "
+                             f"wait for it or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def git_commit() -> dict:
@@ -67,7 +116,7 @@ def environment(device: str) -> dict:
     import numpy
     env = {
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
