@@ -36,6 +36,9 @@ def run_config(args) -> RunConfig:
                      out=args.out, resume=args.resume, device=args.device, threads=args.threads,
                      steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
                      eval_every=args.eval_every, assumption1_every=args.assumption1_every,
+                     assumption1_batches=args.assumption1_batches, eval_limit=args.eval_limit,
+                     final_eval_limit=args.final_eval_limit, classifier=args.classifier,
+                     group_projection=args.group_projection, bn_momentum=args.bn_momentum, eval_bn=args.eval_bn,
                      hidden=args.hidden, bptt=args.bptt, extra=extra, plugins=list(args.plugin or []))
 
 
@@ -158,6 +161,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--eval-every", type=int, default=None, help="steps between evaluations and checkpoints")
     r.add_argument("--assumption1-every", type=int, default=None,
                    help="steps between Assumption-1 measurements (lct, dni); 0 = never")
+    r.add_argument("--assumption1-batches", type=int, default=4,
+                   help="batches each Assumption-1 point averages (the last ones trained on)")
+    r.add_argument("--eval-limit", type=int, default=None,
+                   help="test samples of the intermediate evaluations (default: the profile's cap)")
+    r.add_argument("--final-eval-limit", type=int, default=None, help="test samples of the final evaluation (default: all)")
+    fid = r.add_argument_group("the authors' choices where their code differs from the paper (README: notes on fidelity)")
+    fid.add_argument("--classifier", default="pool", help="pool (global average pooling, He et al.) | flatten "
+                     "(the authors: the last feature map flattened into the FC layer)")
+    fid.add_argument("--group-projection", action="store_true",
+                     help="a projection shortcut on the first block of every group (the authors' code)")
+    fid.add_argument("--bn-momentum", type=float, default=None,
+                     help="BatchNorm momentum, torch's convention (profile: paper 0.003 = TF decay 0.997, else 0.1)")
+    fid.add_argument("--eval-bn", default="running",
+                     help="running (BN's running statistics) | batch (each test batch's own, as LC(3).py)")
     r.add_argument("--hidden", type=int, default=None, help="LSTMs: override the profile's units per layer")
     r.add_argument("--bptt", type=int, default=None, help="LSTMs: override the profile's truncated-BPTT length")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -21,18 +21,28 @@ from methods.base import Hyper
 
 from . import data as datasets
 from .errors import BenchError
-from .models import LSTM_UNITS, check_model, is_lstm, num_units
+from .models import CLASSIFIERS, LSTM_UNITS, check_model, is_lstm, num_units
 from .models.split import SPLIT_RULES
 
 PROFILES = ("paper", "cpu", "smoke")
 NOT_SETTINGS = ("out", "resume", "data_root", "plugins", "tag")
 
 
+# What a record from before a setting existed ran with (its config has no such key).
+LEGACY = {"assumption1_batches": 1, "final_eval_limit": None, "classifier": "pool", "group_projection": False,
+          "bn_momentum": 0.1, "eval_bn": "running"}
+
+
 def differing_settings(a: dict, b: dict) -> list[str]:
-    """The keys of two records' configs whose settings differ (absent keys count as None)."""
+    """The keys of two records' configs whose settings differ (a key a record lacks counts as what runs
+    before it existed did, else None)."""
     keys = (set(a) | set(b)) - set(NOT_SETTINGS) - {"distributed"}
-    norm = lambda v: list(v) if isinstance(v, tuple) else v  # noqa: E731 (JSON has no tuples)
-    return sorted(k for k in keys if norm(a.get(k)) != norm(b.get(k)))
+
+    def value(d, k):
+        v = d.get(k, LEGACY.get(k))
+        return list(v) if isinstance(v, tuple) else v  # JSON has no tuples
+
+    return sorted(k for k in keys if value(a, k) != value(b, k))
 
 
 @dataclass
@@ -64,6 +74,13 @@ class RunConfig:
     eval_every: int | None = None   # steps between test evaluations (and checkpoints)
     eval_limit: int | None = None   # test samples per evaluation (None: all); the final one uses all
     assumption1_every: int | None = None  # steps between Assumption-1 measurements (lct/dni); 0 = never
+    assumption1_batches: int = 4    # batches each Assumption-1 point averages (the last ones trained on)
+    final_eval_limit: int | None = None  # test samples of the final evaluation (None: all)
+    # --- the authors' choices where they differ from the paper's text (README, notes on fidelity) ---
+    classifier: str = "pool"        # pool (He et al.'s global average pooling) | flatten (the authors' FC on the map)
+    group_projection: bool = False  # the authors' projection shortcut on the first block of every group
+    bn_momentum: float | None = None  # torch's BatchNorm momentum (profile: paper 0.003, the authors' TF decay 0.997)
+    eval_bn: str = "running"        # evaluate with BN's running statistics | batch (LC(3).py: training mode)
     extra: dict = field(default_factory=dict)  # method options
     # --- LSTMs (lstm2/3/4, Table V); filled by the profile, left None for the CNNs and the MLP ---
     optimizer: str | None = None    # main network: sgd (Nesterov momentum) or adam (the paper's LSTMs)
@@ -75,7 +92,7 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        groups = self.groups if self.groups is not None else default_groups(self.model)
+        groups = self.groups if self.groups is not None else default_groups(self.model, self.method)
         base = f"{self.data}_{self.model}_{self.method}_k{groups}_{self.profile}_s{self.seed}"
         return f"{base}_{self.tag}" if self.tag else base
 
@@ -143,8 +160,11 @@ def profile_defaults(profile: str, model: str, data: str) -> dict:
         if profile != "paper":
             d["lr"] = 0.05
     d["weight_decay"] = 5e-4
+    # BatchNorm: the authors' TF decay 0.997 at the paper profile; the scaled-down profiles train 1/80 of the
+    # steps, too few for running statistics that slow, and keep torch's 0.1
+    d["bn_momentum"] = 0.003 if profile == "paper" else 0.1
     if is_lstm(model):
-        d = lstm_defaults(profile, model, data)
+        d = {**lstm_defaults(profile, model, data), "bn_momentum": d["bn_momentum"]}
     return d
 
 
@@ -161,9 +181,14 @@ LSTM_PAPER_STEPS = {"ptb": 100 * 261, "enwik8": 50 * 4687}
 LSTM_FIXED_LR = ("enwik8",)  # no decay; every other text set follows PTB's schedule
 
 
-def default_groups(model: str) -> int:
-    """K when --groups is not given: one group per LSTM layer (a critic between every pair), else 1."""
-    return int(model[4:]) if is_lstm(model) else 1
+def default_groups(model: str, method: str = "") -> int:
+    """K when --groups is not given: one group per LSTM layer (a critic between every pair) for a method that
+    needs groups (LCT_n(L-1), as Table V); else 1 (backprop is one network, the paper's BP)."""
+    try:
+        needs_groups = create_method(method).min_groups > 1
+    except BenchError:
+        needs_groups = True
+    return int(model[4:]) if is_lstm(model) and needs_groups else 1
 
 
 def lstm_defaults(profile: str, model: str, data: str) -> dict:
@@ -206,13 +231,14 @@ def resolve(cfg: RunConfig) -> RunConfig:
         cfg.milestones = (lstm_schedule(cfg.data, cfg.steps, cfg.profile) if is_lstm(cfg.model)
                           else _schedule(cfg.steps, cfg.data, cfg.profile))
     if cfg.groups is None:
-        cfg.groups = default_groups(cfg.model)
+        cfg.groups = default_groups(cfg.model, cfg.method)
     return cfg
 
 
 # field -> (smallest value, what it is); None values are left to the profile
 _POSITIVE = {"groups": (1, "--groups"), "steps": (1, "--steps"), "batch_size": (1, "--batch-size"),
              "eval_every": (1, "--eval-every"), "eval_limit": (1, "--eval-limit"), "threads": (1, "--threads"),
+             "final_eval_limit": (1, "--final-eval-limit"), "assumption1_batches": (1, "--assumption1-batches"),
              "hidden": (1, "--hidden"), "bptt": (1, "--bptt"), "assumption1_every": (0, "--assumption1-every")}
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
@@ -232,6 +258,11 @@ def _check_numbers(cfg: RunConfig) -> None:
         raise BenchError(f"lr milestones must be steps >= 0, got {list(cfg.milestones)}")
     if cfg.optimizer not in (None, "sgd", "adam"):
         raise BenchError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: sgd, adam")
+    if cfg.bn_momentum is not None and not (isinstance(cfg.bn_momentum, (int, float)) and 0 <= cfg.bn_momentum <= 1):
+        raise BenchError(f"--bn-momentum must be in [0, 1], got {cfg.bn_momentum!r}")
+    for key, valid in (("classifier", CLASSIFIERS), ("eval_bn", ("running", "batch"))):
+        if getattr(cfg, key) not in valid:
+            raise BenchError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
 
 
 def check_device(device: str) -> None:

@@ -201,6 +201,10 @@ class Method:
                              f"backprop)")
 
 
+L2_OPTION = Option("paper", "L2 on the groups before the last: paper = wd * theta; authors = their code's "
+                   "wd * sum(g) * theta (g: the signal the group follows)", choices=("paper", "authors"))
+
+
 class GroupRule(Method):
     """A rule for one layer group; SGD (or Adam, per Hyper.optimizer) on the body."""
 
@@ -255,6 +259,20 @@ class GroupRule(Method):
         if not self.ctx.is_last:
             self.head = self.ctx.head_factory(self.ctx.out_shape)
             self.body_opt.add_param_group({"params": list(self.head.parameters())})
+
+    def _authors_l2(self) -> None:
+        """Use the authors' L2 on this group (lct and dni, option l2=authors): no decay in the optimiser, the
+        decay term added by `_add_authors_l2` instead."""
+        for group in self.body_opt.param_groups:
+            group["weight_decay"] = 0.0
+
+    def _add_authors_l2(self, signal: torch.Tensor) -> None:
+        """The authors compute a group's update as tf.gradients(h + wd * sum(L2), vars, grad_ys=g): the decay
+        term's gradient becomes wd * sum(g) * theta (g summed over every element) in place of wd * theta."""
+        scale = self.hyper.weight_decay * signal.detach().sum()
+        for p in self.body.parameters():
+            if p.grad is not None:
+                p.grad.add_(p.detach() * scale)
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         """Input of this group: a leaf that collects the gradient to send back (not for the first)."""

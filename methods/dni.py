@@ -5,7 +5,11 @@ Group i < K has a synthesizer M_i that predicts dL/dh_i from h_i (cDNI: and the 
   the group's input, J^T M_i(h_i), is what the previous group's synthesizer learns from
   (bootstrapping); h_i goes to the next group.
 - backward: when the next group sends dL/dh_i (its bootstrapped input gradient, the true one
-  from the last group), M_i is trained by Adam on the MSE between its prediction and that target.
+  from the last group), M_i is trained by Adam on the squared error between its prediction and that
+  target: per sample the squared norm, averaged over the batch, as Jaderberg et al. and dni-pytorch
+  (whose update is 2/B (M(h) - target)); `synth_loss=element` takes the mean over every element instead
+  (F.mse_loss), B*C*H*W times smaller, which with Adam at 1e-4 leaves the first gradients (~1e-8) at
+  Adam's epsilon.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import torch.nn.functional as F
 from bench.models.heads import Synthesizer
 
 from .registry import register_method
-from .base import Backend, Feedback, GroupRule, Look
+from .base import L2_OPTION, Backend, Feedback, GroupRule, Look, Option
 
 
 @register_method("dni")
@@ -26,6 +30,10 @@ class SyntheticGradient(GroupRule):
     backend = Backend.STAGES
     local_gradients = True
     min_groups = 2
+    options = {"l2": L2_OPTION,
+               "synth_loss": Option("sample", "the synthesizer's regression: sample = squared norm per sample, "
+                                    "mean over the batch (DNI, dni-pytorch); element = mean over every element",
+                                    choices=("sample", "element"))}
     look = Look("DNI", "#d95f02", 20, suffix="n")
     condition_on_labels = False
 
@@ -36,6 +44,8 @@ class SyntheticGradient(GroupRule):
             self.synth = Synthesizer(ctx.family, ctx.out_shape, ctx.num_classes, self.condition_on_labels,
                                      ctx.width)
             self.synth_opt = torch.optim.Adam(self.synth.parameters(), lr=ctx.hyper.aux_lr)
+            if options["l2"] == "authors":
+                self._authors_l2()
 
     def modules(self):
         mods = super().modules()
@@ -58,6 +68,8 @@ class SyntheticGradient(GroupRule):
         synthetic = self.synth(h.detach(), y)
         self.body_opt.zero_grad(set_to_none=True)
         h.backward(synthetic.detach())
+        if self.opts["l2"] == "authors":
+            self._add_authors_l2(synthetic)
         self.body_opt.step()
         self.pending[step] = (synthetic, self._input_grad())
         return h.detach()
@@ -67,7 +79,10 @@ class SyntheticGradient(GroupRule):
             self._last_backward()
             return self._input_grad()
         synthetic, input_grad = self.pending.pop(step)
-        synth_loss = F.mse_loss(synthetic, feedback.detach())
+        if self.opts["synth_loss"] == "element":
+            synth_loss = F.mse_loss(synthetic, feedback.detach())
+        else:
+            synth_loss = (synthetic - feedback.detach()).pow(2).flatten(1).sum(1).mean()
         self.synth_opt.zero_grad(set_to_none=True)
         synth_loss.backward()
         self.synth_opt.step()

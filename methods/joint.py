@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Look
+from .base import Look, Option
 from .bp import Backprop
 from .registry import register_method
 
@@ -17,11 +17,18 @@ from .registry import register_method
 class JointExits(Backprop):
     description = "backprop of main loss + early-exit losses (Table IV)"
     min_groups = 2
+    options = {"head_lr": Option(None, "learning rate of the exit heads at step 0, following the run's schedule "
+                                 "(default: the network's)", kind=float, minimum=0)}
     look = Look("BP+joint", "#7570b3", 50, suffix="K")
 
     def __init__(self, ctx, options):
         super().__init__(ctx, options)
         self._attach_head()
+
+    def set_step(self, step):
+        super().set_step(step)
+        if self.head is not None and self.opts["head_lr"] is not None:
+            self.body_opt.param_groups[1]["lr"] = self.opts["head_lr"] * self.hyper.lr_at(step) / self.hyper.lr
 
     def forward(self, step, x, y):
         out = super().forward(step, x, y)

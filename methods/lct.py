@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .registry import register_method
-from .base import Backend, Feedback, GroupRule, Look
+from .base import L2_OPTION, Backend, Feedback, GroupRule, Look
 
 
 @register_method("lct")
@@ -24,6 +24,7 @@ class LocalCritic(GroupRule):
     backend = Backend.STAGES
     local_gradients = True
     min_groups = 2
+    options = {"l2": L2_OPTION}
     look = Look("LCT", "#1b9e77", 40, suffix="n")
 
     def __init__(self, ctx, options):
@@ -32,6 +33,8 @@ class LocalCritic(GroupRule):
         if not ctx.is_last:
             self.head = ctx.head_factory(ctx.out_shape)
             self.head_opt = torch.optim.Adam(self.head.parameters(), lr=ctx.hyper.aux_lr)
+            if options["l2"] == "authors":
+                self._authors_l2()
 
     def optimizers(self):
         opts = super().optimizers()
@@ -49,6 +52,8 @@ class LocalCritic(GroupRule):
         (grad_h,) = torch.autograd.grad(loss_vec.mean(), h_cut, retain_graph=True)  # critic weights untouched
         self.body_opt.zero_grad(set_to_none=True)
         h.backward(grad_h)
+        if self.opts["l2"] == "authors":
+            self._add_authors_l2(grad_h)
         self.body_opt.step()
         self.pending[step] = loss_vec
         self.stats["critic_ce"] = loss_vec.detach().mean()

@@ -54,6 +54,13 @@ CASES = [
     ([*LCT, "--seed", "-1"], "--seed must be an integer >= 0"),
     ([*RUN, "--method", "lct", "--model", "lstm2", "--data", "pytext", "--hidden", "0"], "--hidden must be"),
     ([*RUN, "--method", "lct", "--model", "lstm2", "--data", "pytext", "--bptt", "0"], "--bptt must be"),
+    ([*LCT, "--eval-limit", "0"], "--eval-limit must be an integer >= 1"),
+    ([*LCT, "--final-eval-limit", "0"], "--final-eval-limit must be an integer >= 1"),
+    ([*LCT, "--assumption1-batches", "0"], "--assumption1-batches must be an integer >= 1"),
+    ([*LCT, "--bn-momentum", "2"], "--bn-momentum must be in [0, 1]"),
+    ([*LCT, "--classifier", "attention"], "unknown classifier 'attention'"),
+    ([*LCT, "--eval-bn", "frozen"], "unknown eval_bn 'frozen'"),
+    ([*LCT, "--option", "l2=both"], "option l2='both'"),
     # run: device and output folder
     ([*LCT, "--device", "tpu9"], "unknown device 'tpu9'"),
     ([*LCT, "--device", "cuda"], "this machine has no CUDA device"),

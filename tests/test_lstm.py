@@ -234,7 +234,7 @@ def test_evaluation_and_assumption1_leave_the_training_state_alone():
     ds = tiny_text("abcabcabcabcabcabcabcabc", vocab="abcdefg")
     ev = text_evaluate(stages, eval_batches(ds, 0, "cpu", streams=2))
     assert math.isfinite(ev["test_bpc"]) and len(ev["sub_bpc"]) == 2
-    a1 = assumption1(GroupChain(stages), x, y)
+    a1 = assumption1(GroupChain(stages), [(x, y)])
     assert a1["mu"][-1] == pytest.approx(1.0, abs=1e-4) and len(a1["cos"]) == 3
     for layer, (h, c) in zip(layers, before):
         assert torch.equal(layer.states[True][0], h) and torch.equal(layer.states[True][1], c)
@@ -247,7 +247,7 @@ def test_bp_assumption1_is_one_for_every_group():
     stages, _ = lstm_stages("bp", 3)
     x, y = batch()
     train_step(stages, 0, x, y)
-    assert assumption1(GroupChain(stages), *batch(2))["mu"] == pytest.approx([1.0] * 3, abs=1e-4)
+    assert assumption1(GroupChain(stages), [batch(2)])["mu"] == pytest.approx([1.0] * 3, abs=1e-4)
 
 
 def test_state_dict_carries_the_training_state():

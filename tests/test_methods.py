@@ -152,7 +152,7 @@ def test_assumption1_is_one_for_bp_and_changes_nothing(digits_batch):
     for method in ("bp", "lct", "dni"):
         stages, m = make_stages(method, 3)
         state = copy.deepcopy(m.units.state_dict())
-        out = assumption1(GroupChain(stages), x, y)
+        out = assumption1(GroupChain(stages), [(x, y)])
         assert len(out["mu"]) == 3 and out["mu"][-1] == pytest.approx(1.0, abs=1e-4)
         if method == "bp":
             assert out["mu"] == pytest.approx([1.0] * 3, abs=1e-4)

@@ -7,11 +7,13 @@ character-level LSTMs (lstm.py); critics, exits and synthesizers (heads.py); cut
 """
 from __future__ import annotations
 
+from torch import nn
+
 from bench.errors import BenchError
 
 from .lstm import LSTM_UNITS, LSTMLayer, lstm, recurrent_layers
 from .mlp import MLP_WIDTHS, mlp
-from .resnet import PREACT_MODELS, RESNET_SECTIONS, preact_resnet, resnet
+from .resnet import CLASSIFIERS, PREACT_MODELS, RESNET_SECTIONS, preact_resnet, resnet
 from .unit import UnitModel
 
 MODELS = tuple(RESNET_SECTIONS) + ("mlp",) + tuple(LSTM_UNITS) + PREACT_MODELS
@@ -28,6 +30,22 @@ def check_model(name: str) -> None:
         raise BenchError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
 
 
+def set_bn_momentum(modules, momentum: float) -> None:
+    """torch's BatchNorm momentum (1 - TensorFlow's decay) for every BatchNorm in `modules`."""
+    for m in modules:
+        for bn in m.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                bn.momentum = momentum
+
+
+def project_group_starts(model: UnitModel, bounds: list[int]) -> None:
+    """The authors' networks build each layer group as its own block layer, whose first block has a
+    projection shortcut even where the shape does not change (LCT_n1.py's conv4_11): give those blocks one."""
+    for a in bounds[1:-1]:
+        if hasattr(model.units[a], "project"):
+            model.units[a].project()
+
+
 def num_units(name: str) -> int:
     """How many units the model has (stem, blocks, classifier), without building it."""
     check_model(name)
@@ -39,7 +57,7 @@ def num_units(name: str) -> int:
 
 
 def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], width: float = 1.0,
-                stem: str | None = None, hidden: int | None = None) -> UnitModel:
+                stem: str | None = None, hidden: int | None = None, classifier: str = "pool") -> UnitModel:
     """Build a model by name; unknown names raise a one-line BenchError listing the valid ones.
     A ResNet's stem defaults to "imagenet" for inputs of IMAGENET_STEM_MIN_SIZE pixels or more, else "cifar".
     An LSTM (lstm2/3/4) has `hidden` units per layer (default: the paper's 950/750/600); num_classes is
@@ -53,8 +71,9 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], width
     if stem is None:
         stem = "imagenet" if min(input_shape[1:]) >= IMAGENET_STEM_MIN_SIZE else "cifar"
     build = preact_resnet if name in PREACT_MODELS else resnet
-    return build(name, num_classes, input_shape[0], width, stem)
+    return build(name, num_classes, input_shape[0], width, stem, classifier, min(input_shape[1:]))
 
 
-__all__ = ["IMAGE_MODELS", "LSTM_UNITS", "LSTMLayer", "MLP_WIDTHS", "MODELS", "PREACT_MODELS", "RESNET_SECTIONS",
-           "UnitModel", "build_model", "check_model", "is_lstm", "num_units", "recurrent_layers"]
+__all__ = ["CLASSIFIERS", "IMAGE_MODELS", "LSTM_UNITS", "LSTMLayer", "MLP_WIDTHS", "MODELS", "PREACT_MODELS", "RESNET_SECTIONS",
+           "UnitModel", "build_model", "check_model", "is_lstm", "num_units", "project_group_starts", "recurrent_layers",
+           "set_bn_momentum"]

@@ -16,24 +16,41 @@ import torch.nn.functional as F
 from torch import nn
 
 CRITIC_FILTERS = 128
+TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of a unit normal truncated at +-2 (TensorFlow's correction)
+
+
+def variance_scaling_(module: nn.Module) -> nn.Module:
+    """TensorFlow 1's tf.variance_scaling_initializer() (the authors' critics): every conv and dense weight
+    from a normal truncated at 2 std, std sqrt(1 / fan_in) after the truncation; every bias zero."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            std = (1.0 / fan_in) ** 0.5 / TRUNCATED_NORMAL_STD
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
 
 
 def critic(family: str, in_shape: tuple[int, ...], num_classes: int, width: float = 1.0) -> nn.Module:
-    """Local critic c_i (also the early-exit head of `joint` and the auxiliary head of `greedy`)."""
+    """Local critic c_i (also the early-exit head of `joint` and the auxiliary head of `greedy`). The
+    convolutional critics follow the authors' code where the paper is silent (LC_block in resnet_model.py):
+    no bias on the convolutions, the dense layer's bias starting at zero, variance-scaling weights."""
     if family == "resnet":
         c, h, w = in_shape
         filters = max(1, round(CRITIC_FILTERS * width))
-        return nn.Sequential(nn.Conv2d(c, filters, 3, padding=1), nn.ReLU(inplace=True),
-                             nn.Flatten(), nn.Linear(filters * h * w, num_classes))
+        return variance_scaling_(nn.Sequential(nn.Conv2d(c, filters, 3, padding=1, bias=False), nn.ReLU(inplace=True),
+                                               nn.Flatten(), nn.Linear(filters * h * w, num_classes)))
     if family == "resnet_imagenet":
         # The paper's ImageNet critic: two conv + ReLU, a 1-channel conv, then a dense layer to the classes
-        # (kernel sizes and filters are not given: 3x3 convs with the CIFAR critic's filter count).
+        # (kernel sizes and filters are not given: 3x3 convs with the CIFAR critic's filter count; the authors'
+        # published code has no ImageNet script: initialised like their CIFAR critic).
         c, h, w = in_shape
         filters = max(1, round(CRITIC_FILTERS * width))
-        return nn.Sequential(nn.Conv2d(c, filters, 3, padding=1), nn.ReLU(inplace=True),
-                             nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU(inplace=True),
-                             nn.Conv2d(filters, 1, 3, padding=1),
-                             nn.Flatten(), nn.Linear(h * w, num_classes))
+        return variance_scaling_(nn.Sequential(
+            nn.Conv2d(c, filters, 3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(filters, filters, 3, padding=1, bias=False), nn.ReLU(inplace=True),
+            nn.Conv2d(filters, 1, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(h * w, num_classes)))
     if family == "mlp":
         return nn.Linear(math.prod(in_shape), num_classes)
     if family == "lstm":  # the paper's RNN critic: one fully-connected layer at every time step

@@ -30,8 +30,11 @@ RESNET_SECTIONS = {
     "resnet101": (3, 4, 23, 3),
     "resnet152": (3, 8, 36, 3),
     "resnet182": (3, 8, 46, 3),
+    # the network of the authors' LCT_n3.py: ResNet-101 with 8 + 8 + 5 = 21 conv4 blocks (not 23)
+    "resnet95": (3, 4, 21, 3),
 }
-PREACT_MODELS = ("preact_resnet50", "preact_resnet101")
+CLASSIFIERS = ("pool", "flatten")  # global average pooling (He et al.), or the authors' flatten into the FC layer
+PREACT_MODELS = ("preact_resnet50", "preact_resnet101", "preact_resnet95")
 
 
 class Bottleneck(nn.Module):
@@ -48,12 +51,18 @@ class Bottleneck(nn.Module):
         self.bn2 = nn.BatchNorm2d(mid_ch)
         self.conv3 = nn.Conv2d(mid_ch, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
-        self.shortcut = nn.Identity()
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
+        self.changes_shape = stride != 1 or in_ch != out_ch
+        self.shortcut = self._projection(in_ch, out_ch, stride) if self.changes_shape else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
+
+    @staticmethod
+    def _projection(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm2d(out_ch))
+
+    def project(self) -> None:
+        """A projection shortcut even where the shape does not change (the authors' first block of a group)."""
+        if not self.changes_shape:
+            self.shortcut = self._projection(self.conv1.in_channels, self.conv3.out_channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -85,7 +94,8 @@ def bottleneck_units(block: type[nn.Module], sections: tuple[int, ...], in_ch: i
 STEMS = ("cifar", "imagenet")
 
 
-def resnet(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0, stem: str = "cifar") -> UnitModel:
+def resnet(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0, stem: str = "cifar",
+           classifier: str = "pool", size: int = 32) -> UnitModel:
     """Bottleneck ResNet; widths 64-128-256-512 x width. Stem "cifar": 3x3 conv, no max-pool; stem
     "imagenet": 7x7/2 conv + 3x3/2 max-pool (He et al. 2016), and the ImageNet critic shape."""
     if stem not in STEMS:
@@ -101,7 +111,7 @@ def resnet(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0
                                nn.BatchNorm2d(stem_ch), nn.ReLU(inplace=True))]
     blocks, block_names, block_layers, in_ch = bottleneck_units(Bottleneck, sections, stem_ch, width)
     units += blocks
-    units.append(nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes)))
+    units.append(classifier_unit(in_ch, num_classes, classifier, final_size(size, stem), []))
     names, layers = ["stem"] + block_names + ["fc"], [1] + block_layers + [1]
     family = "resnet_imagenet" if stem == "imagenet" else "resnet"
     return UnitModel(name, family, nn.ModuleList(units), names, layers, width)
@@ -124,17 +134,21 @@ class PreActBottleneck(nn.Module):
         self.conv2 = nn.Conv2d(mid_ch, mid_ch, 3, stride=stride, padding=1, bias=False)
         self.bn3 = nn.BatchNorm2d(mid_ch)
         self.conv3 = nn.Conv2d(mid_ch, out_ch, 1, bias=False)
-        self.shortcut = None
-        if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False)
+        self.changes_shape = stride != 1 or in_ch != out_ch
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False) if self.changes_shape else None
         self.relu = nn.ReLU()
         self.active = True   # False: the block is left out of this (sub-)network: identity
         self.scale = 1.0     # multiplier of the residual branch (ResIST's test-time scaling)
 
     @property
     def identity_capable(self) -> bool:
-        """Whether the block may be switched off (same shape in and out)."""
+        """Whether the block may be switched off (same shape in and out, an identity shortcut)."""
         return self.shortcut is None
+
+    def project(self) -> None:
+        """A projection shortcut even where the shape does not change (the authors' first block of a group)."""
+        if not self.changes_shape:
+            self.shortcut = nn.Conv2d(self.conv1.in_channels, self.conv3.out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -148,7 +162,7 @@ class PreActBottleneck(nn.Module):
 
 
 def preact_resnet(name: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
-                  stem: str = "cifar") -> UnitModel:
+                  stem: str = "cifar", classifier: str = "pool", size: int = 32) -> UnitModel:
     """`preact_resnet50` / `preact_resnet101` / ...: the depths of RESNET_SECTIONS."""
     sections = RESNET_SECTIONS[name.removeprefix(PREACT_PREFIX)]
     stem_ch = _channels(64, width)
@@ -159,8 +173,8 @@ def preact_resnet(name: str, num_classes: int, in_channels: int = 3, width: floa
         units = [nn.Sequential(nn.Conv2d(in_channels, stem_ch, 3, padding=1, bias=False))]
     blocks, block_names, block_layers, in_ch = bottleneck_units(PreActBottleneck, sections, stem_ch, width)
     units += blocks
-    units.append(nn.Sequential(nn.BatchNorm2d(in_ch), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                               nn.Linear(in_ch, num_classes)))
+    units.append(classifier_unit(in_ch, num_classes, classifier, final_size(size, stem),
+                                 [nn.BatchNorm2d(in_ch), nn.ReLU()]))
     names, layers = ["stem"] + block_names + ["fc"], [1] + block_layers + [1]
     family = "resnet_imagenet" if stem == "imagenet" else "resnet"
     return UnitModel(name, family, nn.ModuleList(units), names, layers, width)
@@ -169,12 +183,28 @@ def preact_resnet(name: str, num_classes: int, in_channels: int = 3, width: floa
 def partitionable_blocks(units) -> list[int]:
     """Positions (in the unit list) of the blocks ResIST partitions: the third section (conv4_*) without
     its first, strided block, which changes the shape and so cannot be left out. Sections are found by
-    their projection blocks (conv2_1, conv3_1, conv4_1, conv5_1), so no unit names are needed."""
+    their shape-changing blocks (conv2_1, conv3_1, conv4_1, conv5_1), so no unit names are needed."""
     out, section = [], 0
     for i, u in enumerate(units):
         if isinstance(u, PreActBottleneck):
-            if not u.identity_capable:
+            if u.changes_shape:
                 section += 1
-            elif section == 3:
+            elif section == 3 and u.identity_capable:
                 out.append(i)
     return out
+
+
+def final_size(size: int, stem: str) -> int:
+    """Side of the last section's feature map for an input of `size` pixels (stride-2 3x3 convs, padded,
+    give ceil(size / 2); the ImageNet stem halves twice more)."""
+    for _ in range(3 + (2 if stem == "imagenet" else 0)):
+        size = (size + 1) // 2
+    return size
+
+
+def classifier_unit(in_ch: int, num_classes: int, how: str, side: int, pre: list[nn.Module]) -> nn.Module:
+    """The classifier unit: `pre` (the pre-activation ResNets' final BN-ReLU), then global average pooling and
+    the FC layer, or (the authors' code) the whole side x side map flattened into the FC layer."""
+    if how == "flatten":
+        return nn.Sequential(*pre, nn.Flatten(), nn.Linear(in_ch * side * side, num_classes))
+    return nn.Sequential(*pre, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(in_ch, num_classes))

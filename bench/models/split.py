@@ -5,9 +5,11 @@ Three rules:
   ResNet-50 with K=4 at the section boundaries, stem+conv2 | conv3 | conv4 | conv5 + fc (LC(3).py;
   it is also what the parameter counts of the paper's Table VIII add up to); ResNet-101 with K=2
   after conv4_10 (LCT_n1.py); ResNet-101 with K=4 stem+conv2+conv3 (7 blocks) | 8 conv4 | 8 conv4 |
-  7 conv4 + conv5 + fc (LCT_n3.py). Everywhere else the paper's "layers as even as possible": the
-  stem and the residual blocks are the units a group counts, the first K-1 groups get floor(U/K)
-  units each and the last group takes the rest plus the classifier (which gives LCT_n3.py's cut).
+  7 conv4 + conv5 + fc: LCT_n3.py's cuts, but its own network has 21 conv4 blocks, so its last group
+  holds 5 of them (that network is `resnet95`, which the same cuts split exactly as LCT_n3.py does).
+  Everywhere else the paper's "layers as even as possible": the stem and the residual blocks are the
+  units a group counts, the first K-1 groups get floor(U/K) units each and the last group takes the
+  rest plus the classifier.
 - ``balanced``: minimise the most expensive group, cost = forward FLOPs of the group's units
   plus those of the head placed after it, measured with torch.utils.flop_counter on one sample.
 - ``timed``: the same minimisation, cost = measured seconds of forward + backward of each unit
@@ -70,7 +72,8 @@ def check_groups(model: UnitModel, k: int) -> None:
 AUTHORS_CUTS = {
     ("resnet50", 4): ("conv3_1", "conv4_1", "conv5_1"),    # LC(3).py
     ("resnet101", 2): ("conv4_11",),                       # LCT_n1.py
-    ("resnet101", 4): ("conv4_1", "conv4_9", "conv4_17"),  # LCT_n3.py
+    ("resnet101", 4): ("conv4_1", "conv4_9", "conv4_17"),  # LCT_n3.py's cuts on ResNet-101's 23 conv4 blocks
+    ("resnet95", 4): ("conv4_1", "conv4_9", "conv4_17"),   # LCT_n3.py's own network: 8 + 8 + 5 conv4 blocks
 }
 
 

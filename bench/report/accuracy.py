@@ -24,6 +24,32 @@ def metric_value(rec: dict, metric: str) -> float | None:
     return subs[i] if subs and i < len(subs) else None
 
 
+def _curve_key(metric: str) -> tuple[str, int | None]:
+    """Where a metric's values over training are in a record's curves: (key, index within a list or None)."""
+    top5 = metric.endswith("_top5")
+    if metric.startswith("sub"):
+        return ("sub_top5" if top5 else "sub_acc"), int(metric[3:].split("_")[0]) - 1
+    return ("test_top5" if top5 else "test_acc"), None
+
+
+def best_value(rec: dict, metric: str) -> float | None:
+    """The best value of a metric seen at any evaluation during training (the authors report this one)."""
+    key, i = _curve_key(metric)
+    values = [v if i is None else (v[i] if v and i < len(v) else None) for v in rec["curves"].get(key) or []]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def mode_share(rec: dict, metric: str) -> float | None:
+    """For a sub-model: the share of its most predicted class at the final evaluation (1.0: collapsed)."""
+    key, i = _curve_key(metric)
+    shares = rec["final"].get("sub_mode_share") or []
+    return shares[i] if key == "sub_acc" and i < len(shares) else None
+
+
+COLLAPSED = 0.95  # a head that gives one class for this share of the test set has collapsed
+
+
 METRIC_LABEL = {"top1": "acc (%)", "top5": "top-5 (%)", "main": "Main (%)", "main_top5": "Main top-5 (%)"}
 
 
@@ -42,10 +68,10 @@ def metric_rank(metric: str) -> tuple:
     return (2, 0, metric)
 
 
-MD = ["data", "model", "method", "K", "metric", "paper", "ours", "diff (ours − paper)", "profile", "seeds",
-      "time", "steps", "status"]
+MD = ["data", "model", "method", "K", "metric", "paper", "ours", "diff (ours − paper)", "ours, best during training",
+      "profile", "seeds", "time", "steps", "status"]
 CSV = ["table", "data", "model", "method", "groups", "metric", "paper", "ours_mean", "ours_std", "n",
-       "diff", "profile", "seeds", "executor", "steps", "status"]
+       "diff", "profile", "seeds", "executor", "steps", "status", "ours_best_mean", "mode_share"]
 CELL = ["pdata", "model", "method", "groups", "metric"]
 
 
@@ -60,17 +86,22 @@ def _row(table_name: str, r) -> tuple[list, list]:
     c: Cell | None = None if pd.isna(r.cell) else r.cell
     if c is None:
         return ([r.pdata, r.model, label(r.method, r.groups), str(r.groups), metric_label(r.metric), f"paper: {ptxt}",
-                 MISSING, "-", "-", "-", "-", "-", "no record"],
+                 MISSING, "-", "-", "-", "-", "-", "-", "no record"],
                 [table_name, r.pdata, r.model, r.method, r.groups, r.metric, pv, None, None, 0, None, "", "", "", "",
-                 MISSING])
+                 MISSING, None, None])
     vals = c.values(lambda rec: metric_value(rec, r.metric))
+    best = c.values(lambda rec: best_value(rec, r.metric))
+    share = c.mean(lambda rec: mode_share(rec, r.metric))
     m, s = mean_std(vals)
     diff = None if m is None or pv is None else m - pv
     ours = f"ours ({c.profile}, {seeds_text(len(vals))}): {fmt_ours(vals)}" if vals else MISSING
+    if share is not None and share >= COLLAPSED:
+        ours += f" (collapsed: {100 * share:.0f}% one class)"
     return ([c.data, c.model, label(c.method, c.groups), str(c.groups), metric_label(r.metric), f"paper: {ptxt}", ours,
-             "-" if diff is None else f"{diff:+.2f}", c.profile, c.seeds_text, c.executor, c.steps, c.status],
+             "-" if diff is None else f"{diff:+.2f}", fmt_ours(best) if best else "-", c.profile, c.seeds_text,
+             c.executor, c.steps, c.status],
             [table_name, c.data, c.model, c.method, c.groups, r.metric, pv, m, s if vals else None, len(vals), diff,
-             c.profile, " ".join(map(str, c.seeds)), c.executor, c.steps, c.status])
+             c.profile, " ".join(map(str, c.seeds)), c.executor, c.steps, c.status, mean_std(best)[0], share])
 
 
 def cell_table(name: str, table_name: str, title: str, notes: list[str], cells: list[Cell],
@@ -106,7 +137,9 @@ def sub_metrics(c: Cell) -> list[str]:
 
 def _notes(cells: list[Cell], what: str) -> list[str]:
     return [f"{what} Profiles found: {profiles_text(cells)}. `paper:` is the paper's number; "
-            "`ours (<profile>, n seeds)` is the mean ± sample std over completed seeds at that profile; "
+            "`ours (<profile>, n seeds)` is the mean ± sample std over completed seeds at that profile of the final "
+            "evaluation; `best during training` the mean of each seed's best evaluation (what the authors' "
+            "scripts report); a sub-model marked `collapsed` predicts one class for at least 95% of the test set; "
             "`smoke` and `cpu` are scaled-down runs (smaller width, fewer steps), never a reproduction. "
             "`time`: *simulated* = in-process executor, *parallel* = distributed executor. "
             "`missing` = no completed record."]

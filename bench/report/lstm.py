@@ -47,10 +47,15 @@ def _ours_cell(g: Cell, fn: Callable[[dict], float | None], digits: int = 3) -> 
 # Table V
 
 
-V_MD = ["data", "layers (units)", "method", "K", "paper BPC", "ours BPC", "diff (ours − paper)", "unigram BPC",
-        "profile", "seeds", "time", "steps", "status"]
+V_MD = ["data", "layers (units)", "method", "K", "paper BPC", "ours BPC", "diff (ours − paper)",
+        "ours, best during training", "unigram BPC", "profile", "seeds", "time", "steps", "status"]
 V_CSV = ["table", "data", "model", "units", "method", "groups", "paper", "ours_mean", "ours_std", "n", "diff",
-         "unigram_bpc", "profile", "seeds", "executor", "steps", "status"]
+         "unigram_bpc", "profile", "seeds", "executor", "steps", "status", "ours_best_mean"]
+
+
+def _best_bpc(rec: dict) -> float | None:
+    values = rec["curves"].get("test_bpc") or []
+    return min(values) if values else None
 
 
 def _v_row(r) -> tuple[list, list]:
@@ -59,18 +64,19 @@ def _v_row(r) -> tuple[list, list]:
     if pd.isna(r.cell):
         k = layers if r.method == "lct" else 1
         return ([r.data, f"{layers} ({PAPER_UNITS[r.model]})", label(r.method, k), str(k), ptxt, MISSING, "-", "-",
-                 "-", "-", "-", "-", "no record"],
+                 "-", "-", "-", "-", "-", "no record"],
                 ["V", r.data, r.model, PAPER_UNITS[r.model], r.method, k, pv, None, None, 0, None, None, "", "", "", "",
-                 MISSING])
+                 MISSING, None])
     g = r.cell
     txt, m, s, n = _ours_cell(g, _bpc)
+    best_txt, best, _, _ = _ours_cell(g, _best_bpc)
     uni = g.mean(lambda rec: rec["final"].get("unigram_bpc"))
     diff = None if (m is None or pv is None) else m - pv
     return ([g.data, f"{layers} ({_units(g)})", label(g.method, g.groups), str(g.groups), ptxt,
              txt + ("" if g.profile == "paper" else f" ({g.profile})"), "-" if diff is None else f"{diff:+.3f}",
-             "-" if uni is None else f"{uni:.3f}", g.profile, g.seeds_text, g.executor, g.steps, g.status],
+             best_txt, "-" if uni is None else f"{uni:.3f}", g.profile, g.seeds_text, g.executor, g.steps, g.status],
             ["V", g.data, g.model, _units(g), g.method, g.groups, pv, m, s if n else None, n, diff, uni, g.profile,
-             " ".join(map(str, g.seeds)), g.executor, g.steps, g.status])
+             " ".join(map(str, g.seeds)), g.executor, g.steps, g.status, best])
 
 
 def table_V(cells: list[Cell]):

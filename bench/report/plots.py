@@ -88,34 +88,55 @@ def _empty(path: Path, title: str, message: str) -> None:
 # Fig. 3: Assumption 1 per group over training
 
 
+FIG3_ROWS = (("mu", "μ_k = ⟨G_k, g_k⟩ / ‖G_k‖²"), ("cos", "cos(G_k, g_k)"),
+             ("ratio", "‖g_k‖ / ‖G_k‖ (applied vs true)"))
+
+
+def _fig3_panel(ax, g: Cell, field: str) -> None:
+    """One quantity per group over training: the mean over each point's batches, its spread as a band."""
+    runs = g.runs or g.records
+    for r in runs:
+        a1 = r.get("assumption1") or {}
+        steps, vals, spread = a1.get("step") or [], a1.get(field) or [], a1.get(f"{field}_std")
+        for k in range(len(vals[0]) - 1 if vals else 0):  # the last group is backprop: 1 by construction
+            color = GROUP_COLORS[k % len(GROUP_COLORS)]
+            mean = [v[k] for v in vals]
+            ax.plot(steps, mean, color=color, lw=1.4, marker="o", ms=2.5,
+                    label=f"group {k + 1}" if r is runs[0] else None)
+            if spread:
+                sd = [s_[k] for s_ in spread]
+                ax.fill_between(steps, [m - d for m, d in zip(mean, sd)], [m + d for m, d in zip(mean, sd)],
+                                color=color, alpha=0.18, lw=0)
+    if field == "ratio":
+        ax.set_yscale("log")
+
+
 def fig3(groups: list[Cell], path: Path) -> None:
-    """mu_k (top row) and cos (bottom row) per group vs step; one column per K; seeds as thin lines."""
+    """mu_k, cos and the norm ratio per group vs step, one column per K; each point the mean over the batches
+    it measured, the band its spread (std)."""
     plt = _plt()
     gs = sorted(groups, key=lambda g: g.groups)
-    fig, axes = plt.subplots(2, len(gs), figsize=(3.6 * len(gs) + 0.6, 5.6), squeeze=False, sharex="col")
+    rows = [(f, n) for f, n in FIG3_ROWS if f != "ratio" or any((r.get("assumption1") or {}).get("ratio")
+                                                                for g in gs for r in g.records)]
+    fig, axes = plt.subplots(len(rows), len(gs), figsize=(3.6 * len(gs) + 0.6, 2.8 * len(rows)), squeeze=False,
+                             sharex="col")
     for col, g in enumerate(gs):
-        for row, (field, name) in enumerate((("mu", "μ_k = ⟨G_k, g_k⟩ / ‖G_k‖²"), ("cos", "cos(G_k, g_k)"))):
+        for row, (field, name) in enumerate(rows):
             ax = axes[row][col]
-            ax.axhline(0, color="#aa0000", lw=1, ls="--", zorder=1, label="0 (condition: μ_k > 0)" if row == 0 else None)
-            for r in g.runs or g.records:
-                a1 = r.get("assumption1") or {}
-                steps, vals = a1.get("step") or [], a1.get(field) or []
-                if not vals:
-                    continue
-                for k in range(len(vals[0]) - 1):  # the last group is backprop: 1 by construction
-                    ax.plot(steps, [v[k] for v in vals], color=GROUP_COLORS[k % len(GROUP_COLORS)], lw=1.4,
-                            marker="o", ms=2.5, label=f"group {k + 1}" if r is (g.runs or g.records)[0] else None)
+            if field == "mu":
+                ax.axhline(0, color="#aa0000", lw=1, ls="--", zorder=1, label="0 (condition: μ_k > 0)")
+            _fig3_panel(ax, g, field)
             if row == 0:
                 ax.set_title(f"{label(g.method, g.groups)} (K={g.groups})")
             if col == 0:
                 ax.set_ylabel(name)
-            if row == 1:
+            if row == len(rows) - 1:
                 ax.set_xlabel("training step")
             ax.legend(loc="best")
     paper_fig = "Fig. 4" if gs[0].model.startswith("lstm") else "Fig. 3"
     fig.suptitle(f"Assumption 1 over training (paper {paper_fig}) — {base_label(gs[0].method)}\n"
-                 f"{_subtitle(gs[0].profile, gs[0].data, gs[0].model)}; last group (backprop, μ=1) not drawn",
-                 fontsize=9)
+                 f"{_subtitle(gs[0].profile, gs[0].data, gs[0].model)}; last group (backprop, μ=1) not drawn; "
+                 f"bands: spread over each point's batches", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
@@ -433,8 +454,10 @@ def fig6(gs: list[Cell], path: Path) -> None:
     ax.set_ylabel("test BPC")
     ax.legend(loc="best")
     g0 = gs[0]
-    fig.suptitle(f"BPC vs training time (paper Fig. 6: PTB, 4-layer LSTM; LCT_n1 -16.7%, LCT_n3 -35.8% vs BP)\n"
-                 f"{_subtitle(g0.profile, g0.data, g0.model, g0.executor)}", fontsize=9)
+    paper = ("paper Fig. 6, the same depth: PTB, 4-layer LSTM; LCT_n1 -16.7%, LCT_n3 -35.8% vs BP"
+             if g0.model == "lstm4" else f"the paper's Fig. 6 shows the 4-layer LSTM only, not {g0.model}")
+    fig.suptitle(f"BPC vs training time ({paper})\n{_subtitle(g0.profile, g0.data, g0.model, g0.executor)}",
+                 fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 

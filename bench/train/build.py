@@ -17,7 +17,7 @@ from methods import GroupContext, GroupRule, Hyper, Method, create_method
 from .. import data as datasets
 from ..config import RunConfig, prepare
 from ..exec.inprocess import GroupChain
-from ..models import UnitModel, build_model
+from ..models import UnitModel, build_model, project_group_starts, set_bn_momentum
 from ..models.heads import critic
 from ..models.split import Split, make_split, module_flops, unit_flops
 from .evaluate import count_params, sequence_loss
@@ -105,7 +105,8 @@ def _network(cfg: RunConfig, device: torch.device):
         torch.set_num_threads(cfg.threads)
     ds = load_data(cfg)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, ds.num_classes, ds.input_shape, cfg.width, hidden=cfg.hidden)
+    model = build_model(cfg.model, ds.num_classes, ds.input_shape, cfg.width, hidden=cfg.hidden,
+                        classifier=cfg.classifier)
     stream = datasets.stream(ds, cfg.batch_size, cfg.seed, device)
     return ds, model, stream, cut(cfg, model, ds, stream)
 
@@ -117,10 +118,13 @@ def build(cfg: RunConfig, device: str | None = None) -> Run:
     device = torch.device(device or cfg.device)
     method = create_method(cfg.method)
     ds, model, stream, split = _network(cfg, device)
+    if cfg.group_projection:
+        project_group_starts(model, split.bounds)
     model.units.to(device)
     groups = contexts(model, split, ds.input_shape, ds.num_classes, cfg.hyper())
     trainer = make_trainer(method, groups, method.resolve_options(cfg.extra))
     for part in trainer.parts:
+        set_bn_momentum(part.values(), cfg.bn_momentum)
         for m in part.values():
             m.to(device)
     return Run(cfg, method, ds, model, split, trainer, stream, device)

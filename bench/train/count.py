@@ -21,7 +21,7 @@ from methods import create_method
 from .. import data as datasets
 from ..config import RunConfig, prepare
 from ..errors import BenchError
-from ..models import build_model
+from ..models import build_model, project_group_starts
 from ..models.split import make_split
 from .build import Run, contexts, make_trainer
 from .records import RecordWriter
@@ -41,8 +41,10 @@ def count(cfg: RunConfig) -> Path:
                          f"that declares them")
     method = create_method(cfg.method)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, spec.num_classes, shape, cfg.width, hidden=cfg.hidden)
+    model = build_model(cfg.model, spec.num_classes, shape, cfg.width, hidden=cfg.hidden, classifier=cfg.classifier)
     split = make_split(cfg.split_rule if cfg.split_rule != "timed" else "paper", model, cfg.groups, shape)
+    if cfg.group_projection:
+        project_group_starts(model, split.bounds)
     trainer = make_trainer(method, contexts(model, split, shape, spec.num_classes, cfg.hyper()),
                            method.resolve_options(cfg.extra))
     run = Run(cfg, method, SimpleNamespace(input_shape=shape, num_classes=spec.num_classes), model, split, trainer,

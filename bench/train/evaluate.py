@@ -32,29 +32,49 @@ def _modules(network: Network) -> list[nn.Module]:
 
 
 class _Score:
-    """Running totals of one output: samples (characters), nats, top-1 and top-5 hits."""
+    """Running totals of one output: samples (characters), nats, top-1 and top-5 hits, predicted classes."""
 
     def __init__(self):
-        self.n, self.nats, self.top1, self.top5 = 0, 0.0, 0, 0
+        self.n, self.nats, self.top1, self.top5, self.predicted = 0, 0.0, 0, 0, None
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
-        flat, target = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        flat, target = logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)
         self.nats += F.cross_entropy(flat, target, reduction="sum").item()
-        self.top1 += (flat.argmax(1) == target).sum().item()
+        pred = flat.argmax(1)
+        self.top1 += (pred == target).sum().item()
         k = min(5, flat.shape[1])  # all of them when there are 5 classes or fewer
         self.top5 += (flat.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum().item()
+        counts = torch.bincount(pred, minlength=flat.shape[1])
+        self.predicted = counts if self.predicted is None else self.predicted + counts
         self.n += target.numel()
 
+    @property
+    def mode_share(self) -> float:
+        """The share of the most predicted class: 1.0 for a head that has collapsed to one class."""
+        return self.predicted.max().item() / self.n
 
-@torch.no_grad()
-def evaluate(network: Network, batches, text: bool = False) -> dict:
+
+def _batch_statistics(modules: list[nn.Module]) -> list:
+    """BatchNorm in training mode (the statistics of each test batch, as LC(3).py evaluated); returns its
+    running buffers, to put back afterwards (evaluation must not move them)."""
+    norms = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.train(True)
+    return [(b, b.clone()) for bn in norms for b in bn.buffers()]
+
+
+@torch.inference_mode()
+def evaluate(network: Network, batches, text: bool = False, bn: str = "running") -> dict:
     """Test accuracy and loss of the main output and of every sub-model (groups 1..i + head i), with top-5
-    (test_top5, sub_top5; the ImageNet rows need it). Text (`text=True`, the LSTMs): also test_bpc and
-    sub_bpc, and accuracy means next characters predicted; the LSTMs run in eval mode, whose state is
-    separate from the training state: it starts at zero and is carried from segment to segment."""
+    (test_top5, sub_top5; the ImageNet rows need it) and the share of each sub-model's most predicted class
+    (sub_mode_share: 1.0 where a head collapsed to one class). Text (`text=True`, the LSTMs): also test_bpc
+    and sub_bpc, and accuracy means next characters predicted; the LSTMs run in eval mode, whose state is
+    separate from the training state: it starts at zero and is carried from segment to segment.
+    bn="batch": BatchNorm normalises with each test batch's statistics (the running ones are left as they were)."""
     modules = _modules(network)
     for m in modules:
         m.train(False)
+    saved = _batch_statistics(modules) if bn == "batch" else []
     layers = recurrent_layers(modules)
     for layer in layers:
         layer.reset_state(training=False)
@@ -69,23 +89,39 @@ def evaluate(network: Network, batches, text: bool = False) -> dict:
         main.add(h, y)
     for layer in layers:
         layer.reset_state(training=False)  # free the evaluation state
+    for buf, value in saved:
+        buf.copy_(value)
     for m in modules:
         m.train(True)
     sub = list(subs.values())
     out = {"test_acc": 100.0 * main.top1 / main.n, "test_loss": main.nats / main.n,
            "sub_acc": [100.0 * s.top1 / s.n for s in sub],
-           "test_top5": 100.0 * main.top5 / main.n, "sub_top5": [100.0 * s.top5 / s.n for s in sub]}
+           "test_top5": 100.0 * main.top5 / main.n, "sub_top5": [100.0 * s.top5 / s.n for s in sub],
+           "sub_mode_share": [s.mode_share for s in sub]}
     if text:
         out.update(test_bpc=bpc(main.nats / main.n), sub_bpc=[bpc(s.nats / s.n) for s in sub])
     return out
 
 
-def assumption1(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
-    """Per group k: mu_k = <G_k, g_k>/||G_k||^2 and cos(G_k, g_k), G the true gradient of the main loss
-    w.r.t. the group's weights, g the gradient the method applies (trainer.local_grads). Nothing is
-    updated (buffers are restored); weight decay is left out of both. LSTMs: every forward starts from the
-    current training state (the one the next step continues from), which is restored afterwards; the main
-    loss is the mean per-character cross-entropy."""
+def assumption1(trainer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> dict:
+    """Per group k, over `batches`: mu_k = <G_k, g_k>/||G_k||^2, cos(G_k, g_k) and ratio_k = ||g_k|| / ||G_k||,
+    G the true gradient of the main loss w.r.t. the group's weights, g the gradient the method applies
+    (trainer.local_grads); returns the mean over the batches (mu, cos, ratio) with their std and minimum
+    (mu_std, mu_min, cos_std, cos_min, ratio_std): one batch is too noisy to judge the sign of mu_k by.
+    Nothing is updated (buffers are restored); weight decay is left out of both. LSTMs: every forward starts
+    from the current training state (the one the next step continues from), which is restored afterwards;
+    the main loss is the mean per-character cross-entropy."""
+    per_batch = [_assumption1_one(trainer, x, y) for x, y in batches]
+    out = {"batches": len(per_batch)}
+    for key in ("mu", "cos", "ratio"):
+        values = torch.tensor([b[key] for b in per_batch], dtype=torch.float64)  # (batches, groups)
+        out[key] = values.mean(0).tolist()
+        out[f"{key}_std"] = (values.std(0) if len(per_batch) > 1 else torch.zeros(values.shape[1])).tolist()
+        out[f"{key}_min"] = values.min(0).values.tolist()
+    return out
+
+
+def _assumption1_one(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
     network = trainer.network()
     buffers = [b for part in trainer.parts for m in part.values() for b in m.buffers()]
     saved = [b.clone() for b in buffers]
@@ -103,7 +139,7 @@ def assumption1(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
     params = [list(body.parameters()) for body, _ in network]
     main_loss = sequence_loss(h, y).mean() if h.dim() == 3 else F.cross_entropy(h, y)
     true = torch.autograd.grad(main_loss, [p for ps in params for p in ps])
-    mu, cos = [], []
+    mu, cos, ratio = [], [], []
     offset = 0
     for k, (xin, ps) in enumerate(zip(inputs, params)):
         G = torch.cat([g.flatten() for g in true[offset:offset + len(ps)]])
@@ -111,13 +147,14 @@ def assumption1(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
         restore_states()
         local = trainer.local_grads(k, xin, y)
         g = G if local is None else torch.cat([t.flatten() for t in local])
-        dot = torch.dot(G, g).item()
-        mu.append(dot / max(G.norm().item() ** 2, 1e-30))
-        cos.append(dot / max(G.norm().item() * g.norm().item(), 1e-30))
+        dot, g_norm, G_norm = torch.dot(G, g).item(), g.norm().item(), G.norm().item()
+        mu.append(dot / max(G_norm ** 2, 1e-30))
+        cos.append(dot / max(G_norm * g_norm, 1e-30))
+        ratio.append(g_norm / max(G_norm, 1e-30))
     for b, v in zip(buffers, saved):
         b.copy_(v)
     restore_states()
-    return {"mu": mu, "cos": cos}
+    return {"mu": mu, "cos": cos, "ratio": ratio}
 
 
 def count_params(module: nn.Module | None) -> int:

@@ -23,7 +23,7 @@ from .build import Run, build
 from .evaluate import assumption1, evaluate
 from .records import RecordWriter, atomic_torch_save, load_checkpoint_file, read_record, run_lock
 
-EVAL_BATCH = 500
+EVAL_BATCH = 1000  # no gradients: large batches (fewer, bigger operations) are faster
 
 
 def phase_ends(cfg: RunConfig, start: int, warmup: int, evaluate_: bool, align=lambda s: s) -> dict[int, set]:
@@ -98,18 +98,19 @@ class Loop:
         if self.writer is None:
             return
         cfg, run = self.run.cfg, self.run
-        if "a1" in what and self.a1:
-            x, y = run.stream.batch(end - 1)
-            self.writer.add_assumption1(end, assumption1(run.trainer, x.to(run.device), y.to(run.device)))
+        if "a1" in what and self.a1:  # on the last batches trained on
+            batches = [run.stream.batch(s) for s in range(end - 1, max(-1, end - 1 - cfg.assumption1_batches), -1)]
+            self.writer.add_assumption1(end, assumption1(run.trainer, [(x.to(run.device), y.to(run.device))
+                                                                        for x, y in batches]))
         if "curve" in what:
             loss_sum, seconds, steps = self.interval
             self.interval = [0.0, 0.0, 0]
             self.writer.add_phase(end, loss_sum / max(steps, 1), seconds / max(steps, 1), self.train_time)
             if self.evaluate:
                 t0 = time.perf_counter()
-                limit = None if end == cfg.steps else cfg.eval_limit
+                limit = cfg.final_eval_limit if end == cfg.steps else cfg.eval_limit
                 ev = evaluate(run.trainer.network(), run.data.eval_batches(EVAL_BATCH, run.device, limit=limit),
-                              text=run.text)
+                              text=run.text, bn=cfg.eval_bn)
                 self.writer.add_evaluation(ev, time.perf_counter() - t0)
                 self.engine.after_evaluation()
                 self._say(end, ev)

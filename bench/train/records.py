@@ -131,7 +131,7 @@ def environment(device: str) -> dict:
     return env
 
 
-EVALUATION_KEYS = ("test_acc", "test_loss", "sub_acc", "test_top5", "sub_top5")
+EVALUATION_KEYS = ("test_acc", "test_loss", "sub_acc", "test_top5", "sub_top5", "sub_mode_share")
 TEXT_KEYS = ("test_bpc", "sub_bpc")
 
 
@@ -187,17 +187,19 @@ class RecordWriter:
         final["eval_time_s"] = final.get("eval_time_s", 0.0) + eval_time_s
 
     def add_assumption1(self, step: int, m: dict) -> None:
+        """One Assumption-1 point: the means per group (mu, cos) and, beside them, their spread and minimum
+        over the batches measured, the norm ratio, and how many batches."""
         a1 = self.record["assumption1"]
         a1["step"].append(step)
-        a1["mu"].append(m["mu"])
-        a1["cos"].append(m["cos"])
+        for key, value in m.items():
+            a1.setdefault(key, []).append(value)
 
     def last_evaluation(self) -> dict:
         """The final figures a record's last evaluation gives."""
         c = self.curves
         out = {"test_acc": c["test_acc"][-1] if c["test_acc"] else None,
                "sub_acc": c["sub_acc"][-1] if c["sub_acc"] else []}
-        for key in ("test_top5", "sub_top5") + TEXT_KEYS:
+        for key in ("test_top5", "sub_top5", "sub_mode_share") + TEXT_KEYS:
             if c.get(key):
                 out[key] = c[key][-1]
         return out
