@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BenchError
+from ..exec.settings import SCHEDULE_ALIASES
 from ..report import paper as P
 from ..speed import median_run
 from ..train.records import read_record
@@ -69,7 +70,8 @@ def check_speed(folder: Path, cal: Calibration, link: LinkModel) -> list[Checked
     out = []
     for label, runs in sorted(speed_runs(folder).items()):
         rec = median_run(runs)
-        row = Checked(label, rec.get("schedule", ""), rec["final"]["samples_per_s"], measured_comm(rec))
+        schedule = SCHEDULE_ALIASES.get(rec.get("schedule", ""), rec.get("schedule", ""))
+        row = Checked(label, schedule, rec["final"]["samples_per_s"], measured_comm(rec))
         if threads_of(rec) != int(cal.setting.get("threads") or 1):
             row.note = f"{threads_of(rec)} threads per worker; the calibration has {cal.setting.get('threads')}"
         else:

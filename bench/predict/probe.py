@@ -22,13 +22,14 @@ from ..exec.worker import init_comms
 from .link import LinkModel, fit
 
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
+REPS = 7  # timed transfers per size (the median counts), after one warm-up
 RESULT = "link-probe.json"
 
 
-def measure_link(device: str = "cpu", reps: int = 7) -> LinkModel:
+def measure_link(device: str = "cpu") -> LinkModel:
     """Start two workers here, time the transfers, fit the link (one-line BenchError if a worker fails)."""
     with tempfile.TemporaryDirectory(prefix="lctbench-link-") as out:
-        cfg = RunConfig(method="bp", groups=2, device=device, out=out, extra={"reps": reps})
+        cfg = RunConfig(groups=2, device=device, out=out)  # two workers; the method plays no part
         watch(LocalJob(cfg, DistConfig(timeout_s=120.0), module="bench.predict.probe"), lambda error: Path(out))
         got = json.loads((Path(out) / RESULT).read_text())
     return fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
@@ -37,7 +38,7 @@ def measure_link(device: str = "cpu", reps: int = 7) -> LinkModel:
 def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     device, comms = init_comms(cfg, dcfg)
     rank, world = dist.get_rank(), dist.get_world_size()
-    seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=cfg.extra["reps"]) for n in SIZES]
+    seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
                                                         "backend": dist.get_backend()}))
