@@ -1,4 +1,5 @@
-"""Command line: `python -m bench {run,sweep,speed,report,count,check-assumption1,list,download} ...`.
+"""Command line: `python -m bench {run,sweep,speed,report,count,check-assumption1,list,calibrate,predict,predict-check,
+download} ...`.
 
 Exit status: 0 done; 2 a user error (bad input, missing data, a record or run in the way), printed on one
 line, nothing written; 1 a run that failed (why, on one line; the record says `failed`); 3 a run whose loss
@@ -14,10 +15,11 @@ from pathlib import Path
 from methods import GroupRule, create_method, list_methods, load_plugins
 
 from . import data
-from .config import PROFILES, RunConfig, check_out
+from .config import PROFILES, SPLIT_OBJECTIVES, RunConfig, check_out
 from .errors import BenchError
 from .exec.launch import run_distributed
 from .exec.settings import DistConfig
+from .predict import commands as predict_commands
 from .speed import run_speed
 from .sweep import run_sweep, summary_table
 from .train.count import count, count_paper
@@ -32,7 +34,8 @@ def run_config(args) -> RunConfig:
         if getattr(args, flag, None) is not None:
             extra[key] = getattr(args, flag)
     return RunConfig(method=args.method, groups=args.groups, model=args.model, data=args.data,
-                     profile=args.profile, seed=args.seed, split_rule=args.split, data_root=args.data_root,
+                     profile=args.profile, seed=args.seed, split_rule=args.split,
+                     split_objective=args.split_objective, data_root=args.data_root,
                      out=args.out, resume=args.resume, device=args.device, threads=args.threads,
                      steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
                      eval_every=args.eval_every, assumption1_every=args.assumption1_every,
@@ -76,7 +79,8 @@ def _sweep(args) -> None:
 
 def _speed(args) -> None:
     run_speed(args.profile, args.model, args.data, args.steps, args.warmup, args.split, args.device, args.out,
-              args.data_root, args.only, repeats=args.repeats, plugins=list(args.plugin or []))
+              args.data_root, args.only, repeats=args.repeats, plugins=list(args.plugin or []),
+              predict=not args.no_predict)
 
 
 def _report(args) -> None:
@@ -86,13 +90,15 @@ def _report(args) -> None:
     for folder, flag, used in ((args.results, "--results", not args.no_tables), (args.plots, "--plots", not args.no_plots)):
         if used:
             check_out(folder, flag)
+    targets = report.parse_targets(args.target)
     records = report.load_records(args.records or [args.results], required=True)
     figures = report.figure_names(records)
     if not args.no_tables:
-        for path in report.write_tables(records, Path(args.results), figures=figures, prune=args.prune):
+        for path in report.write_tables(records, Path(args.results), figures=figures, prune=args.prune,
+                                        targets=targets):
             print(path)
     if not args.no_plots:
-        for path in report.render_plots(records, Path(args.plots), prune=args.prune):
+        for path in report.render_plots(records, Path(args.plots), prune=args.prune, targets=targets):
             print(path)
 
 
@@ -149,6 +155,9 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--split", default="paper",
                    help="paper (even blocks, the authors' cut) | balanced (FLOPs) | timed (measured seconds)")
+    r.add_argument("--split-objective", default="slowest", choices=SPLIT_OBJECTIVES,
+                   help="timed split: minimise the slowest group (default), or throughput: the cut the cost model "
+                        "predicts fastest for the method, its critics and transfers included")
     r.add_argument("--data-root", default=None, help="data folder (default: $LCTBENCH_DATA or ./data)")
     r.add_argument("--out", default="runs", help="folder for records and checkpoints")
     r.add_argument("--resume", action="store_true", help="continue from the run's checkpoint")
@@ -209,6 +218,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="cpu", help="cpu (gloo, 1 thread per worker) or cuda (nccl, 1 GPU each)")
     sp.add_argument("--only", nargs="+", default=None, help="only these methods (bp-1-worker always runs)")
     sp.add_argument("--out", default="results", help="folder for speed-<profile>.csv/.md and the records")
+    sp.add_argument("--no-predict", action="store_true", help="no cost-model prediction beside the measurements")
     _plugin(sp)
     sp.set_defaults(func=_speed)
 
@@ -235,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--prune", action="store_true",
                     help="regenerating the whole set: also delete tables/figures this report wrote earlier that the "
                          "records no longer give (never a file it did not write)")
+    rp.add_argument("--target", nargs="+", default=None, metavar="SPEC",
+                    help="time-to-target: bp-1 (BP's final accuracy minus 1 point; the default), 85 (an accuracy), "
+                         "bpc=bp+0.02 (BP's final BPC plus 0.02; the default), bpc=1.4")
     _plugin(rp)
     rp.set_defaults(func=_report)
 
@@ -260,6 +273,8 @@ def parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list the registered methods and what each declares")
     _plugin(ls)
     ls.set_defaults(func=_list)
+
+    predict_commands.add_parsers(sub, _plugin)  # calibrate, predict, predict-check (the cost model)
 
     d = sub.add_parser("download", help="download a data set through torchvision (needs internet)")
     d.add_argument("dataset")

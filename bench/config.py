@@ -45,6 +45,9 @@ def differing_settings(a: dict, b: dict) -> list[str]:
     return sorted(k for k in keys if value(a, k) != value(b, k))
 
 
+SPLIT_OBJECTIVES = ("slowest", "throughput")  # the timed rule's: least-loaded slowest group, or the cost model's
+
+
 @dataclass
 class RunConfig:
     method: str = "bp"              # registered method (python -m bench list)
@@ -58,6 +61,8 @@ class RunConfig:
                                     # | timed (measured seconds incl. heads)
     split_bounds: list[int] | None = None  # the cut as unit indices; set once a timed split is measured,
                                     # so a resumed run and every distributed worker reuse it
+    split_objective: str = "slowest"  # timed rule: minimise the slowest group, or "throughput": the cut the
+                                    # cost model predicts fastest for the method (bench/predict/search.py)
     data_root: str | None = None    # else $LCTBENCH_DATA, else ./data
     out: str = "runs"               # records go to <out>/<run_id>.json, checkpoints to <out>/checkpoints/
     resume: bool = False            # continue from <out>/checkpoints/<run_id>.pt
@@ -310,6 +315,10 @@ def prepare(cfg: RunConfig, need_files: bool = True) -> RunConfig:
         raise BenchError(f"{cfg.model} has {cuttable} blocks to split; cannot make {cfg.groups} groups")
     if cfg.split_rule not in SPLIT_RULES:
         raise BenchError(f"unknown split rule {cfg.split_rule!r}; valid rules: {', '.join(SPLIT_RULES)}")
+    if cfg.split_objective not in SPLIT_OBJECTIVES:
+        raise BenchError(f"unknown split objective {cfg.split_objective!r}; valid: {', '.join(SPLIT_OBJECTIVES)}")
+    if cfg.split_objective != "slowest" and cfg.split_rule != "timed":
+        raise BenchError(f"--split-objective {cfg.split_objective} is an option of --split timed")
     options = method.resolve_options(cfg.extra)
     cfg.extra = {k: options[k] for k in cfg.extra}  # as given, typed
     method.check(cfg.model, cfg.groups, cfg.batch_size, options)

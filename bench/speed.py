@@ -9,6 +9,9 @@ one thread (one GPU). Evaluation is off: only training steps are timed.
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
 with the command, the machine and its load; the raw run records go to results/speed-<profile>/.
+Beside every measured configuration the cost model's prediction (bench/predict): a calibration of this
+device in the benchmark's setting and the link measured by the transfer probe, both taken after the
+runs (`--no-predict`: none); `python -m bench predict-check` compares the two.
 """
 from __future__ import annotations
 
@@ -22,18 +25,23 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from methods import create_method
+
 from .config import RunConfig, prepare
 from .errors import BenchError
 from .exec.launch import run_distributed, schedule_name
 from .exec.settings import DistConfig
-from .train.build import measure_split
+from .predict.model import predict_record
+from .predict.probe import measure_link
+from .train.build import calibrate, measure_split
 from .train.records import atomic_write_text, read_record
 
 REQUIRED = ["method", "workers", "schedule", "threads_per_worker", "samples_per_s", "ratio_to_bp_1_worker",
             "comm_share", "peak_mem_mb_max_worker"]
 EXTRA = ["status", "samples_per_s_best", "samples_per_s_runs", "ratio_to_ideal", "comm_share_max_worker", "paper_comm_share",
          "train_mem_mb_max_worker", "staleness_mean", "step_time_s", "slowest_worker_compute_share", "executor",
-         "profile", "data", "model", "split", "group_units", "batch_size", "timed_steps"]
+         "profile", "data", "model", "split", "group_units", "batch_size", "timed_steps", "predicted_samples_per_s",
+         "predicted_comm_share"]
 
 
 @dataclass
@@ -119,7 +127,7 @@ def _row(case: Case, runs: list[dict], bp1: float | None, schedule: str) -> dict
         "executor": "distributed (truly parallel)", "profile": cfg["profile"], "data": cfg["data"],
         "model": cfg["model"], "split": cfg["split_rule"], "batch_size": cfg["batch_size"],
         "group_units": "/".join(str(b - a) for a, b in zip(bounds, bounds[1:])),
-        "timed_steps": final["timed_steps"],
+        "timed_steps": final["timed_steps"], "predicted_samples_per_s": "", "predicted_comm_share": "",
     }
 
 
@@ -132,11 +140,11 @@ def _failed_row(case: Case, error: str, schedule: str) -> dict:
 
 def _markdown(rows: list[dict], header: str) -> str:
     cols = ["method", "workers", "schedule", "threads_per_worker", "group_units", "samples_per_s",
-            "samples_per_s_best", "samples_per_s_runs", "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share",
+            "samples_per_s_best", "samples_per_s_runs", "predicted_samples_per_s", "ratio_to_bp_1_worker", "ratio_to_ideal", "comm_share", "paper_comm_share",
             "peak_mem_mb_max_worker", "train_mem_mb_max_worker", "staleness_mean", "slowest_worker_compute_share",
             "status"]
     names = ["method", "K", "schedule", "threads/worker", "units per group", "samples/s (median)", "best", "every run",
-             "vs bp 1 worker", "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)",
+             "predicted (cost model)", "vs bp 1 worker", "vs ideal Kx", "comm share (blocked)", "comm share (paper est.)",
              "peak MB (max worker)", "training MB (max worker)", "staleness", "busiest worker computing", "status"]
     lines = [header, "", "| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
@@ -185,7 +193,7 @@ def _run_all(todo: list[Case], repeats: int, settings: dict, folder: Path):
 def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits", steps: int = 100,
               warmup: int = 5, split: str = "paper", device: str = "cpu", out: str = "results",
               data_root: str | None = None, only: list[str] | None = None, command: str | None = None,
-              repeats: int = 3, plugins: list[str] | None = None) -> Path:
+              repeats: int = 3, plugins: list[str] | None = None, predict: bool = True) -> Path:
     """Run every configuration `repeats` times (round after round, so a slow spell of the machine hits every
     configuration alike), report each one's median run, print the table, write the CSV and markdown; returns
     the CSV's path. A configuration that fails is a row saying so; the others go on."""
@@ -209,9 +217,23 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
     bp1 = median_run(runs["bp_w1_t1"])["final"]["samples_per_s"] if runs.get("bp_w1_t1") else None
     rows = [_failed_row(c, errors[c.label], schedules.get(c.label, "")) if c.label in errors
             else _row(c, runs[c.label], bp1, schedules[c.label]) for c in todo]
+    if predict:
+        _predictions(rows, todo, runs, settings)
     settings.update(repeats=repeats, load_before=load_before[0], load_after=load_after[0],
                     elapsed=time.time() - t_start)
     return _write(rows, Path(out), settings, command)
+
+
+def _predictions(rows: list[dict], todo: list[Case], runs: dict[str, list[dict]], s: dict) -> None:
+    """The cost model's samples/s and comm share beside each one-thread configuration's median run."""
+    cfg = RunConfig(method="bp", groups=1, model=s["model"], data=s["data"], profile=s["profile"], threads=1,
+                    data_root=s["data_root"], device=s["device"], plugins=list(s["plugins"] or []))
+    cal = calibrate(cfg, [create_method(m) for m in sorted({c.method for c in todo} | {"bp"})])
+    link = measure_link(s["device"])
+    for row, case in zip(rows, todo):
+        if case.threads == 1 and runs.get(case.label) and row["status"] == "completed":
+            p = predict_record(cal, median_run(runs[case.label]), link)
+            row.update(predicted_samples_per_s=round(p.samples_per_s, 1), predicted_comm_share=round(p.comm_share, 4))
 
 
 def _write(rows: list[dict], out: Path, s: dict, command: str | None) -> Path:
@@ -238,7 +260,10 @@ def _write(rows: list[dict], out: Path, s: dict, command: str | None) -> Path:
               "neighbour) over its step time; paper est. = the paper's method, the time to move tensors of the "
               "boundary sizes over the step time; both are means over workers. Peak MB = peak RSS of a worker "
               "process since training started (CPU; it includes the data and the copy of every group each "
-              "worker builds at start) or NVML (GPU); training MB = that peak minus the RSS at the start.")
+              "worker builds at start) or NVML (GPU); training MB = that peak minus the RSS at the start. "
+              "predicted = the cost model's samples/s for the configuration (bench/predict: a calibration of "
+              "this device and the measured link, taken after the runs; one-thread configurations only), a "
+              "prediction beside the measurement; `python -m bench predict-check` prints both with the error.")
     table = _markdown(rows, header)
     atomic_write_text(csv_path.with_suffix(".md"), table)
     print(table)

@@ -172,9 +172,10 @@ def _wait_for_training(path, procs, deadline_s=120):
 
 @pytest.mark.parametrize("method", ["lct", pytest.param("gpipe", marks=pytest.mark.slow)])
 def test_a_stopped_worker_ends_every_process_within_the_timeout(tmp_path, method):
-    """SIGSTOP (not kill) rank 1: the others' waits time out after --comm-timeout, name the silent rank, and
-    every process is gone within timeout + 30 s, the record failed."""
-    dcfg = DistConfig(timeout_s=10, grace_s=5)
+    """SIGSTOP (not kill) rank 1: the others' waits time out after --comm-timeout (plus --eval-timeout where
+    they were waiting for rank 0's evaluation), name the silent rank, and every process is gone within
+    those plus 30 s, the record failed."""
+    dcfg = DistConfig(timeout_s=10, eval_timeout_s=5, grace_s=5)
     cfg = validate(smoke(tmp_path, method, 2, steps=100_000, eval_every=20), dcfg)
 
     def fails(job):
@@ -182,7 +183,7 @@ def test_a_stopped_worker_ends_every_process_within_the_timeout(tmp_path, method
             watch(job, lambda error: mark_failed(cfg, dcfg, error))
 
     _, elapsed, job, path = _signal_mid_run(tmp_path, cfg, dcfg, signal.SIGSTOP, fails)
-    assert elapsed < dcfg.timeout_s + 30 and all(p.poll() is not None for p in job.procs)
+    assert elapsed < dcfg.timeout_s + dcfg.eval_timeout_s + 30 and all(p.poll() is not None for p in job.procs)
     record = read_record(path)
     assert record["status"] == "failed" and "rank 1" in record["error"] and "imed out" in record["error"]
 

@@ -348,7 +348,7 @@ def test_report_tables_v_ix_x(tmp_path):
 def test_distributed_lockstep_matches_in_process_on_lstm(tmp_path, method):
     """One worker per LSTM layer (state local to each worker): after 4 lockstep steps the weights, critics
     and carried (h, c) states equal the in-process executor's."""
-    cfg = _cfg(tmp_path, method=method, model="lstm2", steps=4, eval_every=4, batch_size=8)
+    cfg = _cfg(tmp_path, method=method, groups=2, model="lstm2", steps=4, eval_every=4, batch_size=8)
     path = run_distributed(cfg, DistConfig(dump_state="dump.pt"), log_dir=tmp_path / "logs")
     record = json.loads(path.read_text())
     assert record["status"] == "completed"

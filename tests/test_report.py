@@ -294,6 +294,7 @@ def test_figures_without_records_are_clearly_empty(tmp_path):
     rec["_path"] = "x.json"
     paths = report.render_plots([rec], tmp_path)
     assert [p.name for p in paths] == ["fig5_loss_vs_time_smoke_digits_resnet50_simulated.png",
+                                       "time_to_accuracy_smoke_digits_resnet50_simulated.png",
                                        "communication_share.png", "fig7_pipelined_bp.png"]
 
 

@@ -1,5 +1,6 @@
 """The speed benchmark's output (never its timings): the CSV a researcher reads, the median of repeated
-runs, and a failing configuration that becomes a row saying so instead of losing the others."""
+runs, the cost model's prediction beside each, and a failing configuration that becomes a row saying so
+instead of losing the others."""
 from __future__ import annotations
 
 import csv
@@ -25,6 +26,7 @@ def test_speed_writes_one_row_per_configuration_with_the_issue_columns(tmp_path)
         assert float(r["samples_per_s"]) == float(r["samples_per_s_best"])  # one run: median = best
         assert float(r["peak_mem_mb_max_worker"]) > 0 and 0 <= float(r["comm_share"]) <= 1
     assert rows[0]["ratio_to_bp_1_worker"] == "1.0"
+    assert all(float(r["predicted_samples_per_s"]) > 0 and 0 <= float(r["predicted_comm_share"]) <= 1 for r in rows)
     assert rows[2]["staleness_mean"] != ""  # overlapped really ran ahead
     assert (tmp_path / "speed-smoke.md").read_text().count("\n| lct |") == 2
 
@@ -44,6 +46,7 @@ def test_a_failing_configuration_is_a_row_and_the_rest_go_on(tmp_path, monkeypat
         return real(cfg, dcfg, log_dir=log_dir)
 
     monkeypatch.setattr(bench.speed, "run_distributed", ddp_fails)
-    rows = _rows(run_speed(profile="smoke", steps=2, warmup=1, out=str(tmp_path), only=["ddp"], repeats=2))
+    rows = _rows(run_speed(profile="smoke", steps=2, warmup=1, out=str(tmp_path), only=["ddp"], repeats=2,
+                           predict=False))
     assert [r["status"] for r in rows] == ["completed", "failed: distributed run failed: rank 1 exited with code 1"]
     assert rows[1]["samples_per_s"] == "" and len(rows[0]["samples_per_s_runs"].split("/")) == 2

@@ -14,13 +14,16 @@ for evaluation, and the per-worker figures of the record.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
+from ..config import RunConfig
 from ..errors import BenchError
 from .meter import Memory, Meter
 from .phase import Phase
@@ -38,6 +41,22 @@ class Comms:
     bwd: object
     ctrl: object
     evaluation: object
+
+
+def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
+    """This rank's device (one GPU per local rank) and process groups. Every wait obeys --comm-timeout, but
+    the others' wait for rank 0's evaluation, which gets --eval-timeout more."""
+    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    cuda = cfg.device.startswith("cuda")
+    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    timeout = timedelta(seconds=dcfg.timeout_s)
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **({"device_id": device} if cuda else {}))
+    evaluation = timedelta(seconds=dcfg.timeout_s + dcfg.eval_timeout_s)
+    return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout),
+                         ctrl=dist.new_group(backend="gloo", timeout=timeout),
+                         evaluation=dist.new_group(backend="gloo", timeout=evaluation))
 
 
 class WorkerEngine:
@@ -180,26 +199,36 @@ class WorkerEngine:
             shapes = [None] * self.world
             dist.all_gather_object(shapes, feedback(j) if self.rank == j + 1 else None, group=self.comms.ctrl)
             fb = next((sh for sh in shapes if sh is not None), None)
-            act, times = activation(j), []
-            for rep in range(CALIBRATION_REPS + 1):
-                dist.barrier(group=self.comms.ctrl)
-                t0 = time.perf_counter()
-                self._exchange(j, act, fb)
-                if rep:
-                    times.append(self.now() - t0)
-            median = [None] * self.world
-            dist.all_gather_object(median, sorted(times)[len(times) // 2] if self.rank == j else None,
-                                   group=self.comms.ctrl)
-            result.append(median[j])
+            result.append(time_exchange(self.comms, self.rank, self.world, self.device, j, activation(j), fb))
         return sum(result[j] for j in (self.rank - 1, self.rank) if 0 <= j < len(result))
 
-    def _exchange(self, j: int, act: tuple, fb: tuple | None) -> None:
-        fwd, bwd = self.comms.fwd, self.comms.bwd
-        if self.rank == j:
-            dist.send(torch.zeros(act, device=self.device), j + 1, group=fwd)
-            if fb:
-                dist.recv(torch.empty(fb, device=self.device), j + 1, group=bwd)
-        elif self.rank == j + 1:
-            dist.recv(torch.empty(act, device=self.device), j, group=fwd)
-            if fb:
-                dist.send(torch.zeros(fb, device=self.device), j, group=bwd)
+
+def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: int, act: tuple,
+                  fb: tuple | None, reps: int = CALIBRATION_REPS) -> float:
+    """The transfer probe: median seconds (as rank j sees them, on every rank) to send a tensor of shape `act`
+    from rank j to j + 1 and one of shape `fb` back (none: None), after a barrier, one warm-up first. Used for
+    the paper-style estimate and by the cost model's link measurement (bench/predict/probe.py)."""
+    times = []
+    for rep in range(reps + 1):
+        dist.barrier(group=comms.ctrl)
+        t0 = time.perf_counter()
+        _exchange(comms, rank, device, j, act, fb)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if rep:
+            times.append(time.perf_counter() - t0)
+    median = [None] * world
+    dist.all_gather_object(median, sorted(times)[len(times) // 2] if rank == j else None, group=comms.ctrl)
+    return median[j]
+
+
+def _exchange(comms: Comms, rank: int, device: torch.device, j: int, act: tuple, fb: tuple | None) -> None:
+    fwd, bwd = comms.fwd, comms.bwd
+    if rank == j:
+        dist.send(torch.zeros(act, device=device), j + 1, group=fwd)
+        if fb:
+            dist.recv(torch.empty(fb, device=device), j + 1, group=bwd)
+    elif rank == j + 1:
+        dist.recv(torch.empty(act, device=device), j, group=fwd)
+        if fb:
+            dist.send(torch.zeros(fb, device=device), j, group=bwd)

@@ -18,7 +18,6 @@ import threading
 import time
 import traceback
 from dataclasses import replace
-from datetime import timedelta
 from typing import Callable, NoReturn
 
 import torch
@@ -30,26 +29,10 @@ from ..train.build import build, measure_split
 from ..train.loop import Loop
 from ..train.records import RecordWriter, atomic_torch_save
 from .backends import backend_for
-from .engine import Comms
+from .engine import init_comms
 from .launch import CONFIG_ENV, mark_failed, record_path, schedule_name, validate
 from .meter import PeerError, one_line
 from .settings import DistConfig
-
-
-def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
-    """This rank's device (one GPU per local rank) and process groups. Every wait obeys --comm-timeout, but
-    the others' wait for rank 0's evaluation, which gets --eval-timeout more."""
-    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
-    cuda = cfg.device.startswith("cuda")
-    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    timeout = timedelta(seconds=dcfg.timeout_s)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **({"device_id": device} if cuda else {}))
-    evaluation = timedelta(seconds=dcfg.timeout_s + dcfg.eval_timeout_s)
-    return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout),
-                         ctrl=dist.new_group(backend="gloo", timeout=timeout),
-                         evaluation=dist.new_group(backend="gloo", timeout=evaluation))
 
 
 def watch_parent(mark: Callable[[str], object]) -> None:

@@ -60,11 +60,16 @@ class Split:
 
 def check_groups(model: UnitModel, k: int) -> None:
     """One-line error for a split that cannot exist (before anything is built or written)."""
-    cuttable = len(model.units) - 1  # the classifier never stands alone
+    check_count(model.name, len(model.units), k)
+
+
+def check_count(name: str, units: int, k: int) -> None:
+    """check_groups for a network known by its name and number of units."""
+    cuttable = units - 1  # the classifier never stands alone
     if k < 1:
         raise BenchError(f"--groups must be >= 1, got {k}")
     if k > cuttable:
-        raise BenchError(f"{model.name} has {cuttable} blocks to split; cannot make {k} groups")
+        raise BenchError(f"{name} has {cuttable} blocks to split; cannot make {k} groups")
 
 
 # The authors' cuts (see the module docstring): (network, K) -> the first unit of every group after the first.
@@ -78,13 +83,18 @@ AUTHORS_CUTS = {
 
 
 def paper_split(model: UnitModel, k: int) -> Split:
-    check_groups(model, k)
-    cuts = AUTHORS_CUTS.get((model.name.removeprefix("preact_"), k))
+    return Split(paper_bounds(model.name, model.unit_names, k))
+
+
+def paper_bounds(name: str, unit_names: list[str], k: int) -> list[int]:
+    """The paper rule's cut of a network known by its name and unit names (no weights needed)."""
+    n = len(unit_names)
+    check_count(name, n, k)
+    cuts = AUTHORS_CUTS.get((name.removeprefix("preact_"), k))
     if cuts is not None:
-        return Split([0] + [model.unit_names.index(name) for name in cuts] + [len(model.units)])
-    cuttable = len(model.units) - 1
-    per = cuttable // k
-    return Split([per * i for i in range(k)] + [len(model.units)])
+        return [0] + [unit_names.index(unit) for unit in cuts] + [n]
+    per = (n - 1) // k
+    return [per * i for i in range(k)] + [n]
 
 
 def unit_flops(model: UnitModel, input_shape: tuple[int, ...]) -> tuple[list[int], list[tuple[int, ...]]]:
@@ -110,7 +120,7 @@ def module_flops(module: nn.Module, in_shape: tuple[int, ...], *extra: torch.Ten
     return counter.get_total_flops()
 
 
-def _min_max_partition(costs: list[float], head_cost: list[float], k: int) -> Split:
+def min_max_partition(costs: list[float], head_cost: list[float], k: int) -> Split:
     """Contiguous partition of units with costs[j] into k groups minimising the largest group cost, where a
     group ending before unit b < n also pays head_cost[b] (its head); the last group owns the classifier
     and never holds it alone (dynamic programme over cuts)."""
@@ -152,7 +162,7 @@ def balanced_split(model: UnitModel, k: int, input_shape: tuple[int, ...],
     if head_for is not None:
         for j in range(1, n):
             head_cost[j] = module_flops(head_for(shapes[j - 1]), shapes[j - 1])
-    return _min_max_partition(flops, head_cost, k)
+    return min_max_partition(flops, head_cost, k)
 
 
 def _clock(device: torch.device) -> float:
@@ -174,20 +184,29 @@ def unit_seconds(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
     fastest of TIMING_REPS passes after a warm-up (other load only ever adds time). Runs on copies, on the
     batch's device: the model's weights and BatchNorm statistics are left as they are. (A batch of zeros
     is no stand-in: on CPU it ran some blocks three times slower than real activations.)"""
+    fwd, bwd, head_cost = unit_times(model, batch, head_for)
+    return [f + b for f, b in zip(fwd, bwd)], head_cost
+
+
+def unit_times(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
+               head_for: Callable[[tuple[int, ...]], nn.Module] | None = None,
+               reps: int = TIMING_REPS) -> tuple[list[float], list[float], list[float]]:
+    """unit_seconds with forward and backward apart: (forward seconds, backward seconds, head_cost), the
+    fastest of `reps` passes each (the cost model of bench/predict needs them apart)."""
     x, y = batch
     device = x.device
     # the heads built here must not move the global RNG: the run's own critics are drawn after the split
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _unit_seconds(model, x, y, head_for)
+        return _unit_times(model, x, y, head_for, reps)
 
 
-def _unit_seconds(model, x, y, head_for):
+def _unit_times(model, x, y, head_for, reps):
     device = x.device
     units = copy.deepcopy(model.units).to(device).train()
     n = len(units)
     heads: dict[int, nn.Module] = {}
     fwd, bwd, head = ([float("inf")] * n, [float("inf")] * n, [float("inf")] * (n + 1))
-    for rep in range(TIMING_REPS + 1):
+    for rep in range(reps + 1):
         inputs, outputs, h = [], [], x
         for j, unit in enumerate(units):
             inp = h if j == 0 else h.detach().requires_grad_(True)
@@ -221,7 +240,7 @@ def _unit_seconds(model, x, y, head_for):
             if rep:
                 head[j] = min(head[j], t1 - t0)
     head_cost = [0.0 if c == float("inf") else c for c in head]
-    return [f + b for f, b in zip(fwd, bwd)], head_cost
+    return fwd, bwd, head_cost
 
 
 def timed_split(model: UnitModel, k: int, batch: tuple[torch.Tensor, torch.Tensor],
@@ -229,7 +248,7 @@ def timed_split(model: UnitModel, k: int, batch: tuple[torch.Tensor, torch.Tenso
     """Minimise the largest group cost in measured seconds (forward + backward of units and head)."""
     check_groups(model, k)
     unit_cost, head_cost = unit_seconds(model, batch, head_for)
-    return _min_max_partition(unit_cost, head_cost, k)
+    return min_max_partition(unit_cost, head_cost, k)
 
 
 def explicit_split(model: UnitModel, k: int, bounds: list[int]) -> Split:

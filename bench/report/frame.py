@@ -114,7 +114,8 @@ def setting_of(rec: dict, threads: bool = True) -> str:
     c = rec["config"]
     width = c.get("width")
     parts = [f"width {'-' if width is None else format(width, 'g')}", f"batch {c.get('batch_size')}",
-             f"{c.get('steps')} steps", f"{c.get('split_rule', 'paper')} split"]
+             f"{c.get('steps')} steps", f"{c.get('split_rule', 'paper')} split"
+             + ("" if c.get("split_objective", "slowest") == "slowest" else f" ({c['split_objective']})")]
     if c.get("hidden"):
         parts.append(f"{c['hidden']} units, bptt {c.get('bptt')}")
     parallel = executor_of(rec) != "simulated"

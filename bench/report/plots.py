@@ -1,6 +1,7 @@
-"""Figures from run records (matplotlib, Agg): the paper's Figs. 3/4, 5, 6, 7, communication share, and
-accuracy vs FLOPs of the sub-models. Nothing is trained; `plan()` says which files the records
-give (REPORT.md lists them without drawing), `render()` draws them. Colours and labels are the
+"""Figures from run records (matplotlib, Agg): the paper's Figs. 3/4, 5, 6, 7, communication share,
+accuracy vs training wall-clock with the time to target (tta.py), and accuracy vs FLOPs of the
+sub-models. Nothing is trained; `plan()` says which files the records give (REPORT.md lists them
+without drawing), `render()` draws them. Colours and labels are the
 methods' own (their declared look).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .frame import DATA_NAMES, Cell, label, mean_std, paper_data, sort_key
 from .lstm import is_lstm
 from .resources import counted_split, submodels
 from .timing import bp_of, critical_path_share, fig7_ratios, train_time
+from .tta import DEFAULT_TARGETS, Target, bp_reference, final_value, time_to
 
 GROUP_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
 K_STYLES = {1: "-", 2: "-", 3: "--", 4: "-.", 5: ":"}
@@ -195,6 +197,38 @@ def fig5(groups: list[Cell], path: Path) -> None:
     fig.suptitle(f"Loss vs training time (paper Fig. 5)\n"
                  f"{_subtitle(g0.profile, g0.data, g0.model, 'simulated' if simulated else 'parallel (schedule in [ ])')}",
                  fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Time to accuracy: test accuracy vs training wall-clock, the target and where each run reaches it
+
+
+def fig_tta(groups: list[Cell], path: Path, target: Target) -> None:
+    plt = _plt()
+    gs = sorted(groups, key=sort_key)
+    bp = bp_reference(gs, gs[0])
+    value = target.resolve(None if bp is None else bp.mean(lambda r: final_value(r, "acc")))
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    for g in gs:
+        lab = label(g.method, g.groups) + ("" if g.executor == "simulated" else f" [{_schedule(g.executor)}]")
+        for i, r in enumerate(g.runs):
+            c = r["curves"]
+            ax.plot(c["train_time_s"], c["test_acc"], color=color(g.method), ls=K_STYLES.get(g.groups, "-"),
+                    marker="o", ms=2.5, lw=1.3, label=lab if i == 0 else None)
+            hit = None if value is None else time_to(r, target, value)
+            if hit is not None:
+                ax.plot([hit[0]], [value], marker="*", ms=11, color=color(g.method), zorder=5)
+    if value is not None:
+        ax.axhline(value, color="#aa0000", lw=1, ls="--", label=f"target: {target.text()} = {value:.2f}% (★ reached)")
+    ax.set_xlabel("training wall-clock (s; evaluation excluded)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(loc="lower right")
+    g0 = gs[0]
+    no_target = "" if value is not None else " (no BP record of this setting: no target)"
+    fig.suptitle(f"Time to accuracy: test accuracy vs training time{no_target}\n"
+                 f"{_subtitle(g0.profile, g0.data, g0.model, g0.executor)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
@@ -389,6 +423,8 @@ def _figure_keys(cells: list[Cell]) -> dict[tuple, list[Cell]]:
             by.setdefault(("fig3", g.profile, g.data, g.model, g.method, g.executor, g.setting), []).append(g)
         if _curve(g):
             by.setdefault(("fig5", g.profile, g.data, g.model, _kind(g.executor), g.setting), []).append(g)
+            if not is_lstm(g) and any(r["curves"].get("test_acc") for r in g.runs):
+                by.setdefault(("tta", g.profile, g.data, g.model, _kind(g.executor), g.setting), []).append(g)
         if g.method in ("lct", "joint") and g.groups > 1 and not is_lstm(g) and g.has_accuracy:
             by.setdefault(("anytime", g.profile, g.data, g.model, g.training_setting), []).append(g)
         if is_lstm(g) and any(r["curves"].get("test_bpc") for r in g.runs):
@@ -404,10 +440,14 @@ def _name(key: tuple) -> str:
         return f"fig5_loss_vs_time_{profile}_{data}_{model}{_suffix(rest[0], True)}"
     if kind == "fig6":
         return f"fig6_bpc_vs_time_{profile}_{data}_{model}_{rest[0]}"
+    if kind == "tta":
+        return f"time_to_accuracy_{profile}_{data}_{model}{_suffix(rest[0], True)}"
     return f"anytime_acc_vs_flops_{profile}_{data}_{model}"
 
 
-def _drawer(kind: str, gs: list[Cell], counted: list[dict]) -> Callable[[Path], None]:
+def _drawer(kind: str, gs: list[Cell], counted: list[dict], target: Target) -> Callable[[Path], None]:
+    if kind == "tta":
+        return lambda p: fig_tta(gs, p, target)
     if kind == "anytime":
         first: dict[tuple, Cell] = {}  # one curve per (method, K): in-process records first
         for g in sorted(gs, key=sort_key):
@@ -416,16 +456,18 @@ def _drawer(kind: str, gs: list[Cell], counted: list[dict]) -> Callable[[Path], 
     return lambda p: {"fig3": fig3, "fig5": fig5, "fig6": fig6}[kind](gs, p)
 
 
-def plan(cells: list[Cell], counted: list[dict]) -> list[tuple[str, Callable[[Path], None]]]:
+def plan(cells: list[Cell], counted: list[dict],
+         targets: dict[str, Target] | None = None) -> list[tuple[str, Callable[[Path], None]]]:
     """(file name under plots/, drawer) for every figure the records give; deterministic order. Runs of
     another setting (steps, width, ...) never share a figure; where two settings would give one file name,
-    the setting is added to it."""
+    the setting is added to it. `targets`: the time-to-accuracy figures' (default BP - 1 point)."""
+    target = (targets or DEFAULT_TARGETS)["acc"]
     by = _figure_keys(cells)
     names: dict[str, list[tuple]] = {}
     for key in sorted(by, key=lambda k: tuple(str(x) for x in k)):
         names.setdefault(_name(key), []).append(key)
-    out = [((name if len(keys) == 1 else f"{name}_{_slug(key[-1])}") + ".png", _drawer(key[0], by[key], counted))
-           for name, keys in names.items() for key in keys]
+    out = [((name if len(keys) == 1 else f"{name}_{_slug(key[-1])}") + ".png",
+            _drawer(key[0], by[key], counted, target)) for name, keys in names.items() for key in keys]
     out.append(("communication_share.png", lambda p: fig_comm(cells, p)))
     out.append(("fig7_pipelined_bp.png", lambda p: fig7(cells, p)))
     return out
@@ -462,11 +504,11 @@ def fig6(gs: list[Cell], path: Path) -> None:
     _save(fig, path)
 
 
-def render(cells: list[Cell], counted: list[dict], out: Path) -> list[Path]:
+def render(cells: list[Cell], counted: list[dict], out: Path, targets: dict[str, Target] | None = None) -> list[Path]:
     """Draw every figure the records give into `out` (each saved atomically)."""
     out = Path(out)
     paths = []
-    for name, draw in plan(cells, counted):
+    for name, draw in plan(cells, counted, targets):
         draw(out / name)
         paths.append(out / name)
     return paths

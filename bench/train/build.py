@@ -20,6 +20,9 @@ from ..exec.inprocess import GroupChain
 from ..models import UnitModel, build_model, project_group_starts, set_bn_momentum
 from ..models.heads import critic
 from ..models.split import Split, make_split, module_flops, unit_flops
+from ..predict.calibration import DIVISORS, Calibration, measure
+from ..predict.link import preset_for
+from ..predict.search import divisors_for, throughput_cut
 from .evaluate import count_params, sequence_loss
 
 
@@ -66,12 +69,18 @@ def load_data(cfg: RunConfig):
 def cut(cfg: RunConfig, model: UnitModel, ds, stream) -> Split:
     """The split of cfg's rule: the one place a cut is made. A timed cut is measured here, on a training
     batch on the run's device and threads, and kept in cfg.split_bounds, so that a resumed run and every
-    distributed worker use it instead of measuring again."""
+    distributed worker use it instead of measuring again. With `split_objective` "throughput" the timed cut is
+    the one the cost model predicts fastest for the run's method (bench/predict/search.py)."""
 
     def head_for(shape):  # the balanced and timed rules count each group's critic in its cost
         return critic(model.family, shape, ds.num_classes, model.width)
 
     batch = stream.batch(0) if cfg.split_rule == "timed" and cfg.split_bounds is None else None
+    if batch is not None and cfg.split_objective == "throughput":  # the cost model's fastest cut
+        method = create_method(cfg.method)
+        options = method.resolve_options(cfg.extra)
+        cal = measure_costs(cfg, model, ds, stream, [method], divisors_for(method, options))
+        cfg.split_bounds = throughput_cut(cal, method, cfg.groups, options, preset_for(cfg.device))
     split = make_split(cfg.split_rule, model, cfg.groups, ds.input_shape, head_for, bounds=cfg.split_bounds,
                        batch=batch)
     if cfg.split_rule == "timed":
@@ -79,18 +88,44 @@ def cut(cfg: RunConfig, model: UnitModel, ds, stream) -> Split:
     return split
 
 
+def measure_costs(cfg: RunConfig, model: UnitModel, ds, stream, methods: list, divisors=DIVISORS) -> Calibration:
+    """The cost model's calibration of this run's network on its device and threads (bench.predict)."""
+    hyper = cfg.hyper()
+    common = _shared_context(model, ds.num_classes, hyper)
+
+    def boundary(shape, body):  # a middle group's context at one boundary (the rule's own costs are timed)
+        return GroupContext(index=1, num_groups=3, body=body, in_shape=shape, out_shape=shape, units=[body], **common)
+
+    setting = {k: getattr(cfg, k) for k in ("model", "data", "profile", "width", "threads", "device", "hidden",
+                                             "bptt", "split_rule")}
+    return measure(model, stream.batch(0), make_optimizer=hyper.optimizer_for, context_for=boundary,
+                   head_for=common["head_factory"], methods=methods, setting=setting, divisors=divisors)
+
+
+def calibrate(cfg: RunConfig, methods: list, divisors=DIVISORS) -> Calibration:
+    """`python -m bench calibrate`: validate cfg, build its data and network, and measure (no split, no rules)."""
+    cfg = prepare(cfg)
+    ds, model, stream = _data_model(cfg, torch.device(cfg.device))
+    return measure_costs(cfg, model, ds, stream, methods, divisors)
+
+
 def contexts(model: UnitModel, split: Split, input_shape: tuple[int, ...], num_classes: int,
              hyper: Hyper) -> list[GroupContext]:
     """What each group's rule is built from: its body (the model's own units), shapes, heads, loss."""
     _, shapes = unit_flops(model, input_shape)
     bodies, k = split.groups(model), len(split.bounds) - 1
+    common = _shared_context(model, num_classes, hyper)
+    return [GroupContext(index=i, num_groups=k, body=body, in_shape=input_shape if i == 0 else shapes[a - 1],
+                         out_shape=None if i == k - 1 else shapes[b - 1], units=list(body), **common)
+            for i, (body, a, b) in enumerate(zip(bodies, split.bounds, split.bounds[1:]))]
+
+
+def _shared_context(model: UnitModel, num_classes: int, hyper: Hyper) -> dict:
+    """What every group's context shares: classes, family, width, optimisation, heads, the per-sample loss."""
     # sequence models: the per-sample loss is per character, (B, T) flattened (LCT's L1 cascade per token)
     loss = {"per_sample_loss": sequence_loss} if model.family == "lstm" else {}
-    return [GroupContext(index=i, num_groups=k, body=body, in_shape=input_shape if i == 0 else shapes[a - 1],
-                         out_shape=None if i == k - 1 else shapes[b - 1], num_classes=num_classes,
-                         family=model.family, width=model.width, hyper=hyper, units=list(body),
-                         head_factory=lambda shape: critic(model.family, shape, num_classes, model.width), **loss)
-            for i, (body, a, b) in enumerate(zip(bodies, split.bounds, split.bounds[1:]))]
+    return dict(num_classes=num_classes, family=model.family, width=model.width, hyper=hyper,
+                head_factory=lambda shape: critic(model.family, shape, num_classes, model.width), **loss)
 
 
 def make_trainer(method: type[Method], groups: list[GroupContext], options: dict):
@@ -99,15 +134,20 @@ def make_trainer(method: type[Method], groups: list[GroupContext], options: dict
     return method(groups, options)
 
 
-def _network(cfg: RunConfig, device: torch.device):
-    """Data, model, training stream and split of a prepared cfg (the seed set before the model is drawn)."""
+def _data_model(cfg: RunConfig, device: torch.device):
+    """Data, model and training stream of a prepared cfg (the seed set before the model is drawn)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_data(cfg)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, ds.num_classes, ds.input_shape, cfg.width, hidden=cfg.hidden,
                         classifier=cfg.classifier)
-    stream = datasets.stream(ds, cfg.batch_size, cfg.seed, device)
+    return ds, model, datasets.stream(ds, cfg.batch_size, cfg.seed, device)
+
+
+def _network(cfg: RunConfig, device: torch.device):
+    """Data, model, training stream and split of a prepared cfg."""
+    ds, model, stream = _data_model(cfg, device)
     return ds, model, stream, cut(cfg, model, ds, stream)
 
 

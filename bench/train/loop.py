@@ -105,7 +105,8 @@ class Loop:
         if "curve" in what:
             loss_sum, seconds, steps = self.interval
             self.interval = [0.0, 0.0, 0]
-            self.writer.add_phase(end, loss_sum / max(steps, 1), seconds / max(steps, 1), self.train_time)
+            self.writer.add_phase(end, loss_sum / max(steps, 1), seconds / max(steps, 1), self.train_time,
+                                  end * cfg.batch_size)
             if self.evaluate:
                 t0 = time.perf_counter()
                 limit = cfg.final_eval_limit if end == cfg.steps else cfg.eval_limit

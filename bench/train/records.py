@@ -147,7 +147,7 @@ def new_record(config: dict, device: str) -> dict:
         "env": environment(device),
         "split": {},
         "curves": {"step": [], "train_loss": [], "test_acc": [], "test_loss": [], "sub_acc": [],
-                   "step_time_s": [], "train_time_s": []},
+                   "step_time_s": [], "train_time_s": [], "samples_seen": []},
         "assumption1": {"step": [], "mu": [], "cos": []},
         "final": {},
         "error": None,
@@ -171,12 +171,18 @@ class RecordWriter:
     def curves(self) -> dict:
         return self.record["curves"]
 
-    def add_phase(self, step: int, train_loss: float, step_time_s: float, train_time_s: float) -> None:
+    def add_phase(self, step: int, train_loss: float, step_time_s: float, train_time_s: float,
+                  samples_seen: int) -> None:
+        """One curve point: `train_time_s` is the training wall-clock so far (simulated or parallel, as the
+        record's `parallel` says), `samples_seen` the training samples so far (warm-up steps included)."""
         c = self.curves
+        if len(c.setdefault("samples_seen", [])) < len(c["step"]):  # a record from before samples_seen
+            c["samples_seen"] = [s * samples_seen // step for s in c["step"]]
         c["step"].append(step)
         c["train_loss"].append(train_loss)
         c["step_time_s"].append(step_time_s)
         c["train_time_s"].append(train_time_s)
+        c["samples_seen"].append(samples_seen)
 
     def add_evaluation(self, ev: dict, eval_time_s: float) -> None:
         """One evaluation (bench.train.evaluate's result); text runs add BPC."""

@@ -1,0 +1,55 @@
+"""The link measurement (`--link measured`): two local workers time one-way transfers of several sizes
+with the suite's own transfer probe (bench.exec.engine.time_exchange, the paper-style estimate's), on
+the backend a distributed run of this device uses (gloo on CPU, NCCL on GPUs), and the times are fitted
+to latency + bytes / bandwidth (link.fit).
+
+    python -m bench predict ... --link measured      # measure_link() starts the two workers
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch.distributed as dist
+
+from ..config import RunConfig
+from ..exec.engine import init_comms, time_exchange
+from ..exec.launch import CONFIG_ENV, LocalJob, watch
+from ..exec.settings import DistConfig
+from .link import LinkModel, fit
+
+SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
+REPS = 7  # timed transfers per size (the median counts), after one warm-up
+RESULT = "link-probe.json"
+
+
+def measure_link(device: str = "cpu") -> LinkModel:
+    """Start two workers here, time the transfers, fit the link (one-line BenchError if a worker fails)."""
+    with tempfile.TemporaryDirectory(prefix="lctbench-link-") as out:
+        cfg = RunConfig(groups=2, device=device, out=out)  # two workers; the method plays no part
+        watch(LocalJob(cfg, DistConfig(timeout_s=120.0), module="bench.predict.probe"), lambda error: Path(out))
+        got = json.loads((Path(out) / RESULT).read_text())
+    return fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
+
+
+def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
+    device, comms = init_comms(cfg, dcfg)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
+    if rank == 0:
+        (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
+                                                        "backend": dist.get_backend()}))
+    dist.destroy_process_group()
+
+
+def main(argv: list[str]) -> int:
+    d = json.loads(os.environ[CONFIG_ENV])  # the configuration LocalJob gives its workers
+    _worker(RunConfig.from_dict(d["run"]), DistConfig.from_dict(d["dist"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
