@@ -88,7 +88,8 @@ def contexts(model: UnitModel, split: Split, input_shape: tuple[int, ...], num_c
     loss = {"per_sample_loss": sequence_loss} if model.family == "lstm" else {}
     return [GroupContext(index=i, num_groups=k, body=body, in_shape=input_shape if i == 0 else shapes[a - 1],
                          out_shape=None if i == k - 1 else shapes[b - 1], num_classes=num_classes,
-                         family=model.family, width=model.width, hyper=hyper, units=list(body),
+                         family=model.family, width=model.width, hyper=hyper, units=list(body), model=model.name,
+                         network_input=tuple(input_shape),
                          head_factory=lambda shape: critic(model.family, shape, num_classes, model.width), **loss)
             for i, (body, a, b) in enumerate(zip(bodies, split.bounds, split.bounds[1:]))]
 
