@@ -12,14 +12,14 @@ Output (deterministic: sorted rows, fixed float formats, no timestamps, so the s
 byte-identical files): results/<name>.md and results/<name>.csv for each table, results/REPORT.md with
 all of them; figures go to plots/ (plots.py). Table families: accuracy.py (I, II, III, IV, VII),
 resources.py (VI, VIII), lstm.py (V, IX, X), timing.py (Fig. 5, communication, Fig. 7), related.py,
-assumption1.py; the paper's numbers are paper.py.
+assumption1.py, local.py (DGL's and InfoPro's tables); the papers' numbers are paper.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..train.records import atomic_write_text
-from . import accuracy, lstm, plots, related, resources, timing
+from . import accuracy, local, lstm, plots, related, resources, timing
 from .assumption1 import check_assumption1, table_assumption1
 from .frame import DATA_NAMES, DATA_ORDER, PROFILE_ORDER, Cell, cells, load_records, rank
 
@@ -38,7 +38,7 @@ def build_tables(cs: list[Cell], counted: list[dict]) -> list:
     tables += [timing.table_time(cs), timing.table_comm(cs), timing.table_fig7(cs), table_assumption1(cs)]
     if any(related.is_related(c) for c in cs):
         tables.append(related.table_related(cs))
-    return tables
+    return tables + local.tables(cs)
 
 
 def _sources(records: list[dict]) -> list[str]:
