@@ -1,8 +1,8 @@
 """The distributed executor (one worker process per layer group) against the in-process reference.
 
 - lockstep lct / dni: the same weights as the in-process executor after several steps;
-- gpipe (torch.distributed.pipelining) under every schedule this torch has: the same gradients as unsplit
-  backprop;
+- gpipe (torch.distributed.pipelining) under every schedule this torch has (three multi-stage ones with the
+  slow tests): the same gradients as unsplit backprop;
 - overlapped lct / dni: runs with bounded staleness, records per-worker measurements;
 - a killed worker: every other worker exits with a one-line error, well within 60 s, record failed;
 - slow: overlapped lct at the cpu profile learns as well as the in-process run (within 2 points).
@@ -83,13 +83,16 @@ def test_lockstep_gives_the_in_process_weights(tmp_path, method, groups):
 
 
 # every schedule of the installed torch.distributed.pipelining on two workers: the single-stage ones with one
-# group each, the multi-stage ones (looped or V-shaped) with two groups each (a tiny ResNet-32)
-SCHEDULE_CASES = [("resnet50", "gpipe", "gpipe", 2), ("mlp", "1f1b", "bp", 2)] + [
-    ("resnet32", name, "gpipe", 4) for name in pp_schedules.available() if pp_schedules.is_multi(name)]
+# group each, the multi-stage ones (looped or V-shaped) with two groups each (a tiny ResNet-32). One looped and
+# one V schedule run by default; the other multi-stage ones (the same placements) with the slow tests.
+FAST_MULTI = ("interleaved1f1b", "dualpipev")
+SCHEDULE_CASES = [pytest.param("resnet50", "gpipe", "gpipe", 2), pytest.param("mlp", "1f1b", "bp", 2)] + [
+    pytest.param("resnet32", name, "gpipe", 4, marks=() if name in FAST_MULTI else pytest.mark.slow)
+    for name in pp_schedules.available() if pp_schedules.is_multi(name)]
 
 
 def test_every_schedule_of_this_torch_is_tested():
-    assert {case[1] for case in SCHEDULE_CASES} == set(pp_schedules.available())
+    assert {case.values[1] for case in SCHEDULE_CASES} == set(pp_schedules.available())
 
 
 @pytest.mark.parametrize("model, pp_schedule, reference, groups", SCHEDULE_CASES)
