@@ -83,6 +83,12 @@ def mlp(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def local_learning(session: nox.Session) -> None:
+    """InfoPro's Table 2 networks on CIFAR-10: ResNet-32/110 x bp, greedy (DGL's aux net), infopro, lct, dni at K=2/4/8; default --profile cpu."""
+    _sweep(session, "local_learning")
+
+
+@nox.session(python=PYTHON, default=False)
 def imagenet(session: nox.Session) -> None:
     """Table I/IV ImageNet rows (ResNet-50/101 x bp, lct_n1..3, joint) from <data-root>/imagenet/{train,val}; default --profile cpu (64 px)."""
     _sweep(session, "imagenet")
@@ -157,7 +163,7 @@ def pytext_all(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def speed(session: nox.Session) -> None:
-    """Throughput on real workers: bp (1 worker, 1 and all threads), ddp, gpipe, dni_n1, lct_n1 -> results/speed-cpu.csv."""
+    """Throughput on real workers: bp (1 worker, 1 and all threads), ddp, gpipe under every torch pipeline schedule, dni_n1, lct_n1 -> results/speed-cpu.csv."""
     install(session)
     session.run("python", "-m", "bench", "speed", *(session.posargs or ["--profile", "cpu"]))
 

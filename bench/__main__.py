@@ -197,7 +197,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a method option, repeatable (e.g. resist: local_iters=10; `python -m bench list` shows them)")
     _plugin(r)
     r.add_argument("--microbatches", type=int, default=None, help="gpipe: --option microbatches=M (default 4)")
-    r.add_argument("--pp-schedule", default=None, help="gpipe: --option schedule=NAME (gpipe | 1f1b)")
+    r.add_argument("--pp-schedule", default=None, help="gpipe: --option schedule=NAME, a torch.distributed.pipelining "
+                   "schedule in lower case (gpipe, 1f1b, interleaved1f1b, loopedbfs, interleavedzerobubble, "
+                   "zbvzerobubble, dualpipev: as this torch has them)")
     r.add_argument("--max-stale", type=int, default=2, help="overlapped: most forwards a feedback may lag")
     r.add_argument("--comm-timeout", dest="timeout_s", type=float, default=300.0,
                    help="distributed: seconds a worker waits on a peer (message, collective, barrier) before the run fails")

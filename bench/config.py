@@ -21,7 +21,7 @@ from methods.base import Hyper
 
 from . import data as datasets
 from .errors import BenchError
-from .models import CLASSIFIERS, LSTM_UNITS, check_model, is_lstm, num_units
+from .models import BASIC_SECTIONS, CLASSIFIERS, LSTM_UNITS, check_model, is_lstm, num_units
 from .models.split import SPLIT_RULES
 
 PROFILES = ("paper", "cpu", "smoke")
@@ -164,6 +164,8 @@ def profile_defaults(profile: str, model: str, data: str) -> dict:
         d["width"] = 1.0
         if profile != "paper":
             d["lr"] = 0.05
+    if model in BASIC_SECTIONS and profile != "paper":  # 16-32-64 channels: at cpu 8-16-32, like ResNet-50/8's stem
+        d["width"] = 0.5 if profile == "cpu" else 0.25
     d["weight_decay"] = 5e-4
     # BatchNorm: the authors' TF decay 0.997 at the paper profile; the scaled-down profiles train 1/80 of the
     # steps, too few for running statistics that slow, and keep torch's 0.1

@@ -3,9 +3,10 @@
 All configurations run on the distributed executor with the same samples (batch 128 at the cpu
 profile, the same seed, so the same batches), after a few warm-up steps that are not timed:
 bp on one worker with one thread (the reference), bp on one worker with every thread (so nobody is
-fooled by the equal-resources comparison), ddp, gpipe (m = 4 and 8), dni_n1 and lct_n1 (lockstep
-and overlapped) on 2 workers, and K = 4 where the machine has 4 cores (or 4 GPUs). Every worker gets
-one thread (one GPU). Evaluation is off: only training steps are timed.
+fooled by the equal-resources comparison), ddp, gpipe (m = 4 and 8), pipelined backprop under every other
+schedule of the installed torch.distributed.pipelining (m = 8; the multi-stage ones with two groups per
+worker), dni_n1 and lct_n1 (lockstep and overlapped) on 2 workers, and 4 workers where the machine has 4
+cores (or 4 GPUs). Every worker gets one thread (one GPU). Evaluation is off: only training steps are timed.
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
 with the command, the machine and its load; the raw run records go to results/speed-<profile>/.
@@ -29,6 +30,7 @@ from methods import create_method
 
 from .config import RunConfig, prepare
 from .errors import BenchError
+from .exec import pp_schedules
 from .exec.launch import run_distributed, schedule_name
 from .exec.settings import DistConfig
 from .predict.model import predict_record
@@ -46,7 +48,7 @@ EXTRA = ["status", "samples_per_s_best", "samples_per_s_runs", "ratio_to_ideal",
 
 @dataclass
 class Case:
-    """One configuration: a method on K workers with some threads each, its schedule and options."""
+    """One configuration: a method on some workers with some threads each, its schedule and options."""
 
     method: str
     workers: int
@@ -54,6 +56,11 @@ class Case:
     schedule: str = "lockstep"       # the stage backend: lockstep | overlapped
     options: dict = field(default_factory=dict)
     tail: str = ""                   # what tells this case from the method's others in its label
+    stages_per_worker: int = 1       # groups per worker (the multi-stage pipeline schedules: 2)
+
+    @property
+    def groups(self) -> int:
+        return self.workers * self.stages_per_worker
 
     @property
     def label(self) -> str:
@@ -69,8 +76,16 @@ def cases(cores: int, gpus: int = 0) -> list[Case]:
         if k > (gpus or cores):
             break
         out += [Case("ddp", k)] + [Case("gpipe", k, options={"microbatches": m}, tail=f"m{m}") for m in (4, 8)]
+        out += [pipeline_case(k, name) for name in pp_schedules.available() if name != "gpipe"]
         out += [Case(m, k, schedule=s, tail=s) for m in ("dni", "lct") for s in ("lockstep", "overlapped")]
     return out
+
+
+def pipeline_case(workers: int, name: str, microbatches: int = 8) -> Case:
+    """Pipelined backprop under torch's schedule `name` on `workers` workers (multi-stage: 2 groups each)."""
+    v = pp_schedules.stages_per_rank(name, None)
+    options = {"microbatches": microbatches, "schedule": name} | ({"stages_per_rank": v} if v > 1 else {})
+    return Case("gpipe", workers, options=options, tail=f"{name}_m{microbatches}", stages_per_worker=v)
 
 
 def _machine() -> str:
@@ -153,14 +168,14 @@ def _markdown(rows: list[dict], header: str) -> str:
 
 def _config(case: Case, rep: int, settings: dict, folder: Path, cuts: dict) -> tuple[RunConfig, DistConfig]:
     s = settings
-    cfg = prepare(RunConfig(method=case.method, groups=case.workers, model=s["model"], data=s["data"],
+    cfg = prepare(RunConfig(method=case.method, groups=case.groups, model=s["model"], data=s["data"],
                             profile=s["profile"], split_rule=s["split"], data_root=s["data_root"], device=s["device"],
                             out=str(folder / case.label / f"run{rep + 1}"), steps=s["warmup"] + s["steps"],
                             extra=dict(case.options), plugins=list(s["plugins"] or [])))
-    if s["split"] == "timed" and case.workers > 1:  # measured once per K with one thread, then shared
-        if case.workers not in cuts:
-            cuts[case.workers] = measure_split(replace(cfg, threads=case.threads))
-        cfg.split_bounds = cuts[case.workers]
+    if s["split"] == "timed" and case.groups > 1:  # measured once per K with one thread, then shared
+        if case.groups not in cuts:
+            cuts[case.groups] = measure_split(replace(cfg, threads=case.threads))
+        cfg.split_bounds = cuts[case.groups]
     cfg.eval_every, cfg.assumption1_every = cfg.steps, 0
     return cfg, DistConfig(schedule=case.schedule, threads_per_worker=case.threads, warmup_steps=s["warmup"],
                            evaluate=False)

@@ -22,6 +22,8 @@ report; nothing outside `methods/` asks for a method by its name):
   updates_in_forward whether forward already updates the group (what makes an overlapped schedule legal)
   backend            which distributed backend runs it on real workers (or none: in process only)
   local_gradients    whether groups follow a gradient other than the true one (Assumption 1 applies)
+  needs_input        whether every group's rule also sees the network's input batch (`take_input`, before
+                     its forward): InfoPro's decoders reconstruct it
   supported_models, min_groups   where the rule applies
   look               label, colour and order in tables and figures
 """
@@ -158,6 +160,8 @@ class GroupContext:
     # flatten time into the sample axis. LCT's critics regress these vectors.
     per_sample_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss
     units: list[nn.Module] = field(default_factory=list)  # the group's units, in order (== body's children)
+    model: str = ""                       # the network's name (bench.models.MODELS): for authors' per-network settings
+    network_input: tuple[int, ...] = ()   # per-sample shape of the network's input (InfoPro's decoders rebuild it)
 
     @property
     def is_first(self) -> bool:
@@ -178,6 +182,7 @@ class Method:
     updates_in_forward: ClassVar[bool] = False
     backend: ClassVar[Backend] = Backend.NONE
     local_gradients: ClassVar[bool] = False
+    needs_input: ClassVar[bool] = False
     supported_models: ClassVar[tuple[str, ...] | None] = None  # names in bench.models.MODELS; None: all
     min_groups: ClassVar[int] = 1
     look: ClassVar[Look] = Look("?", "#999999", 1000)
@@ -224,6 +229,11 @@ class GroupRule(Method):
     def backward(self, step: int, feedback: torch.Tensor | None) -> torch.Tensor | None:
         raise NotImplementedError
 
+    def take_input(self, x: torch.Tensor) -> None:
+        """The network's input batch of the coming forward (or local_grads), for rules that declare
+        needs_input; executors call it only for those."""
+        raise NotImplementedError(f"{self.name} declares needs_input but takes no input")
+
     # --- what executors and the loop use ------------------------------------------------------
     @property
     def waits_for_feedback(self) -> bool:
@@ -253,11 +263,11 @@ class GroupRule(Method):
             m.train(mode)
 
     # --- helpers shared by rules ----------------------------------------------------------------
-    def _attach_head(self) -> None:
+    def _attach_head(self, head: nn.Module | None = None) -> None:
         """A head after this group (none after the last) that learns with the group's own optimiser, as one
-        sub-model (joint's exits, greedy's auxiliary classifiers)."""
+        sub-model (joint's exits, greedy's auxiliary classifiers); by default the context's critic shape."""
         if not self.ctx.is_last:
-            self.head = self.ctx.head_factory(self.ctx.out_shape)
+            self.head = head if head is not None else self.ctx.head_factory(self.ctx.out_shape)
             self.body_opt.add_param_group({"params": list(self.head.parameters())})
 
     def _authors_l2(self) -> None:

@@ -6,7 +6,10 @@ and divides them by m before one update: the gradient of the batch's mean loss, 
 torch.distributed.pipelining computes it (feedback between groups is the sum over micro-batches,
 each group scales its own gradients). This is the in-process rule; on real workers the same groups
 run under PipelineStage and the schedule named by the `schedule` option, which overlaps the
-micro-batches of different groups.
+micro-batches of different groups: any schedule the installed torch has (bench/exec/pp_schedules.py;
+torch 2.13: gpipe, 1f1b, and the multi-stage interleaved1f1b, loopedbfs, interleavedzerobubble,
+zbvzerobubble, dualpipev, which run `stages_per_rank` groups on each of K / stages_per_rank workers).
+Every schedule computes the same gradients; only the order of the micro-batches' passes differs.
 """
 from __future__ import annotations
 
@@ -14,13 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from bench.errors import BenchError
+from bench.exec import pp_schedules
 from bench.models import IMAGE_MODELS
 
 from .registry import register_method
 from .base import Backend, Look, Option
 from .bp import Backprop
-
-SCHEDULES = ("gpipe", "1f1b")  # torch.distributed.pipelining's ScheduleGPipe and Schedule1F1B
 
 
 @register_method("gpipe")
@@ -30,8 +32,11 @@ class GPipe(Backprop):
     supported_models = IMAGE_MODELS  # a stateful LSTM cannot be cut into micro-batches
     options = {
         "microbatches": Option(4, "micro-batches per batch (--microbatches)", minimum=1),
-        "schedule": Option("gpipe", "torch.distributed.pipelining schedule on real workers (--pp-schedule)",
-                           choices=SCHEDULES),
+        "schedule": Option("gpipe", "torch.distributed.pipelining schedule on real workers (--pp-schedule): gpipe, "
+                                    "1f1b, interleaved1f1b, loopedbfs, interleavedzerobubble, zbvzerobubble, dualpipev, "
+                                    "... as this torch has them"),
+        "stages_per_rank": Option(None, "groups (pipeline stages) per worker: 1 for gpipe and 1f1b, 2 by default for "
+                                        "the multi-stage schedules", kind=int, minimum=1),
     }
     look = Look("pipelined BP (GPipe)", "#e7298a", 60, suffix="K", short="GPipe")
 
@@ -41,6 +46,7 @@ class GPipe(Backprop):
         if batch_size % options["microbatches"]:
             raise BenchError(f"gpipe: batch of {batch_size} is not divisible into {options['microbatches']} "
                              f"micro-batches")
+        pp_schedules.check_name(options["schedule"])  # the shape is checked for real workers (bench/exec/pipelining.py)
 
     def _chunks(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return t.chunk(self.opts["microbatches"])

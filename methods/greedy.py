@@ -11,44 +11,44 @@ This is LCT without the critic cascade (LCT's c_i is trained to match l_{i+1}; a
 classifier of h_i), so `greedy` vs `lct` at the same K shows what the cascade buys, with one more
 difference: as in Belilovsky et al., the head learns with the group's optimiser (SGD, the run's lr schedule
 and L2), where LCT's critics use Adam at 1e-4 without L2.
+
+The head's shape is the option `head`: `critic` (the default: LCT's critic, so the two differ only in the
+cascade) or `dgl`, DGL's own "MLP-SR" auxiliary network (bench/models/local_heads.py), the shape of the DGL
+numbers of InfoPro's Table 2 (report/local.py), for convolutional networks only.
 """
 from __future__ import annotations
 
-import torch
+from bench.errors import BenchError
+from bench.models import IMAGE_MODELS
+from bench.models.local_heads import dgl_aux
 
+from .base import Look, Option
+from .local import LocallySupervised
 from .registry import register_method
-from .base import Backend, Feedback, GroupRule, Look
+
+CONV_MODELS = tuple(m for m in IMAGE_MODELS if m != "mlp")  # networks of feature maps (C, H, W)
 
 
 @register_method("greedy")
-class GreedyLocal(GroupRule):
+class GreedyLocal(LocallySupervised):
     description = "decoupled greedy learning: each group (and its head) follows only its own head's CE"
-    feedback = Feedback.NONE
-    updates_in_forward = True
-    backend = Backend.STAGES
-    local_gradients = True
-    min_groups = 2
+    options = {"head": Option("critic", "auxiliary head: critic (LCT's critic shape) or dgl (DGL's MLP-SR aux net)",
+                              choices=("critic", "dgl"))}
     look = Look("greedy", "#a6761d", 81)
+
+    @classmethod
+    def check(cls, model, groups, batch_size, options):
+        super().check(model, groups, batch_size, options)
+        if options["head"] == "dgl" and model not in CONV_MODELS:
+            raise BenchError(f"greedy: head=dgl is DGL's convolutional auxiliary net; {model} has no feature maps "
+                             f"(use head=critic)")
 
     def __init__(self, ctx, options):
         super().__init__(ctx, options)
-        self._attach_head()  # the head is part of the sub-model: same optimiser, lr schedule and L2 as the group
+        dgl = options["head"] == "dgl" and not ctx.is_last
+        # the head is part of the sub-model: same optimiser, lr schedule and L2 as the group
+        self._attach_head(dgl_aux(ctx.out_shape, ctx.num_classes) if dgl else None)
 
-    def forward(self, step, x, y):
-        h = self.body(x.detach())  # the previous group's output arrives cut from its graph
-        logits = h if self.ctx.is_last else self.head(h)
-        loss = self.ctx.per_sample_loss(logits, y).mean()
-        self.body_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.body_opt.step()
-        self.stats["loss" if self.ctx.is_last else "head_ce"] = loss.detach()
-        return None if self.ctx.is_last else h.detach()
-
-    def backward(self, step, feedback):
-        return None
-
-    def local_grads(self, x, y):
-        if self.ctx.is_last:
-            return None
-        loss = self.ctx.per_sample_loss(self.head(self.body(x)), y).mean()
-        return list(torch.autograd.grad(loss, list(self.body.parameters())))
+    def local_loss(self, h, y):
+        loss = self.ctx.per_sample_loss(self.head(h), y).mean()
+        return loss, {"head_ce": loss}

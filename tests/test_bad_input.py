@@ -71,7 +71,7 @@ CASES = [
     ([*RUN, "--method", "gpipe", "--groups", "2", "--option", "microbatches=x"], "is not of type int"),
     ([*RUN, "--method", "gpipe", "--groups", "2", "--microbatches", "0"], "microbatches=0 must be >= 1"),
     ([*RUN, "--method", "gpipe", "--groups", "2", "--microbatches", "5"], "not divisible into 5 micro-batches"),
-    ([*RUN, "--method", "gpipe", "--groups", "2", "--pp-schedule", "zigzag"], "option schedule='zigzag'"),
+    ([*RUN, "--method", "gpipe", "--groups", "2", "--pp-schedule", "zigzag"], "unknown pipeline schedule 'zigzag'; torch"),
     ([*RUN, "--method", "resist", "--model", "preact_resnet50", "--groups", "2", "--option", "min_blocks=0"],
      "min_blocks=0 must be >= 1"),
     ([*RUN, "--method", "localsgd", "--groups", "2", "--option", "local_iters=2.5"], "is not of type int"),
@@ -90,7 +90,7 @@ CASES = [
     ([*RUN, "--method", "gpipe", "--groups", "2", "--executor", "distributed", "--schedule", "overlapped"],
      "has its own schedule"),
     ([*RUN, "--method", "gpipe", "--groups", "4", "--executor", "distributed", "--pp-schedule", "1f1b",
-      "--microbatches", "2"], "1f1b needs at least as many micro-batches as groups"),
+      "--microbatches", "2"], "1f1b needs at least as many micro-batches as stages (4)"),
     # other commands
     (["sweep", "cifar11", "--out", "{out}"], "unknown sweep 'cifar11'"),
     (["sweep", "smoke", "--steps", "0", "--out", "{out}"], "--steps must be positive"),

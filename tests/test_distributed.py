@@ -1,7 +1,8 @@
 """The distributed executor (one worker process per layer group) against the in-process reference.
 
 - lockstep lct / dni: the same weights as the in-process executor after several steps;
-- gpipe (torch.distributed.pipelining): the same gradients as unsplit backprop;
+- gpipe (torch.distributed.pipelining) under every schedule this torch has (three multi-stage ones with the
+  slow tests): the same gradients as unsplit backprop;
 - overlapped lct / dni: runs with bounded staleness, records per-worker measurements;
 - a killed worker: every other worker exits with a one-line error, well within 60 s, record failed;
 - slow: overlapped lct at the cpu profile learns as well as the in-process run (within 2 points).
@@ -22,6 +23,7 @@ import torch
 from bench.__main__ import main as cli
 from bench.config import RunConfig
 from bench.errors import BenchError
+from bench.exec import pp_schedules
 from bench.exec.launch import LocalJob, mark_failed, record_path, run_distributed, validate, watch
 from bench.exec.settings import DistConfig
 from bench.train.build import build
@@ -84,14 +86,27 @@ def test_lockstep_gives_the_in_process_weights(tmp_path, method, groups):
     assert moved
 
 
-@pytest.mark.parametrize("model, pp_schedule, reference", [
-    ("resnet50", "gpipe", "gpipe"),  # BatchNorm: the unsplit reference cuts the same micro-batches
-    ("mlp", "1f1b", "bp"),           # no BatchNorm: micro-batching changes nothing, plain backprop
-])
-def test_gpipe_gives_the_gradients_of_unsplit_backprop(tmp_path, model, pp_schedule, reference):
-    cfg = smoke(tmp_path, "gpipe", 2, steps=2, model=model)
+# every schedule of the installed torch.distributed.pipelining on two workers: the single-stage ones with one
+# group each, the multi-stage ones (looped or V-shaped) with two groups each (a tiny ResNet-32). One looped and
+# one V schedule run by default; the other multi-stage ones (the same placements) with the slow tests.
+FAST_MULTI = ("interleaved1f1b", "dualpipev")
+SCHEDULE_CASES = [pytest.param("resnet50", "gpipe", "gpipe", 2), pytest.param("mlp", "1f1b", "bp", 2)] + [
+    pytest.param("resnet32", name, "gpipe", 4, marks=() if name in FAST_MULTI else pytest.mark.slow)
+    for name in pp_schedules.available() if pp_schedules.is_multi(name)]
+
+
+def test_every_schedule_of_this_torch_is_tested():
+    assert {case.values[1] for case in SCHEDULE_CASES} == set(pp_schedules.available())
+
+
+@pytest.mark.parametrize("model, pp_schedule, reference, groups", SCHEDULE_CASES)
+def test_gpipe_gives_the_gradients_of_unsplit_backprop(tmp_path, model, pp_schedule, reference, groups):
+    """BatchNorm: the unsplit reference cuts the same micro-batches (gpipe, one group); the MLP has none, so
+    micro-batching changes nothing and the reference is plain backprop."""
+    cfg = smoke(tmp_path, "gpipe", groups, steps=2, model=model, **({"width": 1 / 4} if model == "resnet32" else {}))
     cfg.extra = {"microbatches": 4, "schedule": pp_schedule}
     got = distributed_state(tmp_path, cfg)
+    assert read_record(record_path(cfg, DistConfig()))["config"]["distributed"]["world_size"] == 2
     ref = RunConfig(**{**vars(cfg), "method": reference, "groups": 1,
                        "extra": {"microbatches": 4} if reference == "gpipe" else {}})
     want = inprocess_state(ref)
@@ -236,6 +251,22 @@ def test_cli_rejects_bad_distributed_settings_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "gpipe" in err[0] and "micro-batches" in err[1]
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["-k", "2", "--pp-schedule", "nosuch"], "unknown pipeline schedule 'nosuch'; torch 2"),
+    (["-k", "2", "--option", "stages_per_rank=2"], "gpipe runs one stage per worker"),
+    (["-k", "6", "--pp-schedule", "zbvzerobubble", "--option", "stages_per_rank=3"], "exactly 2 stages"),
+    (["-k", "3", "--pp-schedule", "interleaved1f1b"], "a multiple of 2 on at least 2 workers"),
+    (["-k", "4", "--pp-schedule", "dualpipev", "--microbatches", "2"], "at least as many micro-batches as stages"),
+])
+def test_pipeline_shapes_torch_cannot_run_are_one_line_errors(tmp_path, capsys, args, needle):
+    assert cli(["run", "--executor", "distributed", "--out", str(tmp_path), "--method", "gpipe", *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    if "nosuch" in args:
+        assert all(name in err[0] for name in pp_schedules.available())
     assert not list(tmp_path.iterdir())  # nothing written
 
 

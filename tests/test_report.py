@@ -377,3 +377,18 @@ def test_cpu_memory_is_never_compared_with_the_papers_gpu_memory(results):
     files = render(results)
     rows = find(csv_rows(files["table_VI_memory.csv"]), data="cifar100", method="lct", groups=4, worker=1)
     assert rows[0]["measure"] == "peak RSS" and float(rows[0]["paper_mib"]) == 4659 and rows[0]["diff"] == ""
+
+
+def test_fig7_has_a_row_per_pipeline_schedule_and_compares_on_as_many_workers(results):
+    """A multi-stage schedule's record (4 groups on 2 workers) is its own row, beside LCT on 2 workers."""
+    rec = record("cifar100", "resnet101", "gpipe", 4, acc=70.0, distributed=True, time_s=45.0,
+                 schedule="interleaved1f1b-m8-v2", workers=workers(2))
+    rec["config"]["distributed"] = {"world_size": 2}
+    rec["config"]["extra"] = {"schedule": "interleaved1f1b", "microbatches": 8}
+    path = results / "cpu" / "records" / "c100_r101_gpipe4_v2.json"
+    path.write_text(json.dumps(rec))
+    rows = csv_rows(render(results)["fig7_pipelined_bp.csv"])
+    multi = find(rows, executor="parallel (interleaved1f1b-m8-v2)")[0]
+    assert multi["groups"] == "4" and multi["lct_executor"] == "parallel (overlapped)"
+    assert float(multi["gpipe_over_bp"]) == pytest.approx(45 / 60) and float(multi["lct_over_bp"]) == pytest.approx(40 / 60)
+    assert find(rows, executor="parallel (gpipe-m4)")[0]["groups"] == "2"

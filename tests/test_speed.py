@@ -7,6 +7,7 @@ import csv
 
 import bench.speed
 from bench.errors import BenchError
+from bench.exec import pp_schedules
 from bench.speed import REQUIRED, median_run, run_speed
 
 
@@ -50,3 +51,10 @@ def test_a_failing_configuration_is_a_row_and_the_rest_go_on(tmp_path, monkeypat
                            predict=False))
     assert [r["status"] for r in rows] == ["completed", "failed: distributed run failed: rank 1 exited with code 1"]
     assert rows[1]["samples_per_s"] == "" and len(rows[0]["samples_per_s_runs"].split("/")) == 2
+
+
+def test_every_pipeline_schedule_of_this_torch_is_a_configuration():
+    gpipe = [c for c in bench.speed.cases(2) if c.method == "gpipe"]
+    assert {c.options.get("schedule", "gpipe") for c in gpipe} == set(pp_schedules.available())
+    multi = [c for c in gpipe if pp_schedules.is_multi(c.options.get("schedule", "gpipe"))]
+    assert multi and all(c.workers == 2 and c.groups == 4 and c.options["stages_per_rank"] == 2 for c in multi)

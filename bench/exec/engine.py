@@ -96,6 +96,11 @@ class WorkerEngine:
     own_schedule: str | None = None  # a backend with a schedule of its own takes no --schedule
 
     @classmethod
+    def workers(cls, cfg, options: dict) -> int:
+        """How many worker processes run K = cfg.groups groups (one each, unless the backend says otherwise)."""
+        return cfg.groups
+
+    @classmethod
     def schedule_name(cls, dcfg: DistConfig, options: dict) -> str:
         return cls.own_schedule or dcfg.schedule
 

@@ -30,6 +30,7 @@ class GroupChain:
         return [r.optimizers() for r in self.rules]
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.take_input(x)
         for rule in self.rules:
             rule.set_step(step)
             x = rule.forward(step, x, y)
@@ -37,6 +38,12 @@ class GroupChain:
         for rule in reversed(self.rules):
             feedback = rule.backward(step, feedback)
         return self.rules[-1].stats["loss"]
+
+    def take_input(self, x: torch.Tensor) -> None:
+        """The network's input to every rule that declares it needs it (InfoPro's reconstruction target)."""
+        for rule in self.rules:
+            if rule.needs_input:
+                rule.take_input(x)
 
     def network(self):
         return [(r.body, None if r.ctx.is_last else r.head) for r in self.rules]

@@ -10,8 +10,9 @@ Several machines: start the same worker with torchrun on every node, for example
     torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
         -m bench.exec.worker --method lct --groups 4 --schedule overlapped --profile cpu
 
-(one process per group: nnodes x nproc-per-node must equal --groups; rank 0 writes the record
-under --out on its node; torchrun's agent stops the other workers when one fails).
+(one process per group: nnodes x nproc-per-node must equal --groups, or --groups / stages_per_rank for the
+multi-stage pipeline schedules; rank 0 writes the record under --out on its node; torchrun's agent stops the
+other workers when one fails).
 """
 from __future__ import annotations
 
@@ -42,6 +43,12 @@ def schedule_name(cfg: RunConfig, dcfg: DistConfig) -> str:
     return backend_for(method, cfg.groups).schedule_name(dcfg, method.resolve_options(cfg.extra))
 
 
+def worker_count(cfg: RunConfig) -> int:
+    """Worker processes of the run: one per group, or what the method's backend says (stages per worker)."""
+    method = create_method(cfg.method)
+    return backend_for(method, cfg.groups).workers(cfg, method.resolve_options(cfg.extra))
+
+
 def record_path(cfg: RunConfig, dcfg: DistConfig) -> Path:
     """Distributed records sit beside in-process ones under their own name."""
     return Path(cfg.out) / f"{cfg.run_id}_dist-{schedule_name(cfg, dcfg)}.json"
@@ -59,7 +66,7 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
     if cfg.device.startswith("cuda"):
         import torch
 
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", cfg.groups))  # workers on this node (torchrun: per node)
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", worker_count(cfg)))  # workers on this node (torchrun: per node)
         if torch.cuda.device_count() < local:
             raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); "
                              f"it has {torch.cuda.device_count()}")
@@ -134,15 +141,15 @@ class LocalJob:
                  module: str = "bench.exec.worker"):
         self.cfg, self.dcfg = cfg, dcfg
         root = str(Path(__file__).resolve().parent.parent.parent)
-        threads = str(dcfg.threads_per_worker)
+        threads, workers = str(dcfg.threads_per_worker), worker_count(cfg)
         base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                     **{CONFIG_ENV: json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)})},
-                    WORLD_SIZE=str(cfg.groups), LOCAL_WORLD_SIZE=str(cfg.groups),
+                    WORLD_SIZE=str(workers), LOCAL_WORLD_SIZE=str(workers),
                     OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
                     PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
         self.logs: list[Path] = []
         self.procs: list[subprocess.Popen] = []
-        for rank in range(cfg.groups):
+        for rank in range(workers):
             env = dict(base, RANK=str(rank), LOCAL_RANK=str(rank))
             out = None
             if log_dir is not None:

@@ -1,78 +1,95 @@
 """The pipelining backend: pipelined backprop under torch.distributed.pipelining (PipelineStage and the
-schedule the method's `schedule` option names), one worker per layer group.
+schedule the method's `schedule` option names, any of bench/exec/pp_schedules.py), K layer groups as K
+pipeline stages: one per worker, or `stages_per_rank` per worker for the multi-stage schedules, placed as
+torch expects (looped, or in a V).
 
-A method run by this backend declares two options: `microbatches` and `schedule`. Its rule is used for
-its group's body and optimiser; torch's schedule does the forward and backward passes of every
-micro-batch. The loss is the mean cross-entropy of each micro-batch (image models only).
+A method run by this backend declares three options: `microbatches`, `schedule` and `stages_per_rank`. Its
+rules are used for their groups' bodies and optimisers; torch's schedule does the forward and backward
+passes of every micro-batch. The loss is the mean cross-entropy of each micro-batch (image models only).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import PipelineStage
 
-from bench.errors import BenchError
-
+from . import pp_schedules
 from .engine import WorkerEngine
 from .meter import Meter
 
-SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out, y)
 
 
 class PipelineWorkers(WorkerEngine):
 
     @classmethod
     def schedule_name(cls, dcfg, options):
-        return f"{options['schedule']}-m{options['microbatches']}"
+        v = pp_schedules.stages_per_rank(options["schedule"], options["stages_per_rank"])
+        return f"{options['schedule']}-m{options['microbatches']}" + (f"-v{v}" if v > 1 else "")
 
     own_schedule = "micro-batches"
 
     @classmethod
     def validate(cls, cfg, dcfg, method, options):
         super().validate(cfg, dcfg, method, options)
-        if options["schedule"] == "1f1b" and options["microbatches"] < cfg.groups:
-            raise BenchError(f"1f1b needs at least as many micro-batches as groups ({cfg.groups})")
+        pp_schedules.check(options["schedule"], cfg.groups, options["microbatches"], options["stages_per_rank"])
+
+    @classmethod
+    def workers(cls, cfg, options):
+        return cfg.groups // pp_schedules.stages_per_rank(options["schedule"], options["stages_per_rank"])
 
     def setup(self) -> None:
-        rules, i, k = self.trainer.rules, self.rank, self.world
-        self.own, self.rule = [i], rules[i]
-        self.place(self.rule.modules())
-        opts = self.rule.opts
-        # Static shapes: without them PipelineStage infers shapes by running the group on placeholder
-        # tensors in train mode, which put NaN into BatchNorm running statistics of later groups.
-        mb = self.cfg.batch_size // opts["microbatches"]
-        shape_out = (self.run.data.num_classes,) if self.rule.ctx.is_last else self.rule.ctx.out_shape
+        rules, opts = self.trainer.rules, self.trainer.rules[0].opts
+        name, m = opts["schedule"], opts["microbatches"]
+        self.own = pp_schedules.placement(name, len(rules), self.world)[self.rank]
+        self.rules = [rules[i] for i in self.own]
+        for rule in self.rules:
+            self.place(rule.modules())
+        stages = [self._stage(i, self.cfg.batch_size // m) for i in self.own]
+        schedule = pp_schedules.available()[name]
+        self.first, self.last = rules[0] in self.rules, rules[-1] in self.rules
+        self.schedule = (schedule(stages, m, loss_fn=_loss) if pp_schedules.is_multi(name)
+                         else schedule(stages[0], m, loss_fn=_loss))
+        instrument(self.meter)
+
+    def _stage(self, i: int, mb: int) -> PipelineStage:
+        """Group i as a pipeline stage with static shapes: without them PipelineStage infers shapes by running
+        the group on placeholder tensors in train mode, which put NaN into BatchNorm running statistics."""
+        rules = self.trainer.rules
+        ctx = rules[i].ctx
+        shape_out = (self.run.data.num_classes,) if ctx.is_last else ctx.out_shape
         example_in = (self.run.stream.batch(0)[0][:mb].to(self.device) if i == 0  # the input's own dtype
                       else torch.empty(mb, *rules[i - 1].ctx.out_shape, device=self.device, requires_grad=True))
         example_out = torch.empty(mb, *shape_out, device=self.device, requires_grad=True)
-        stage = PipelineStage(self.rule.body, i, k, self.device, group=self.comms.fwd,
-                              input_args=example_in, output_args=example_out)
-        self.schedule = SCHEDULE_CLASSES[opts["schedule"]](stage, opts["microbatches"],
-                                                           loss_fn=lambda out, y: F.cross_entropy(out, y))
-        instrument(self.meter)
+        return PipelineStage(rules[i].body, i, len(rules), self.device, group=self.comms.fwd,
+                             input_args=example_in, output_args=example_out)
 
     def steps(self, start, end, on_step):
-        rule = self.rule
         for step in range(start, end):
             x, y = self.run.stream.batch(step)
-            rule.set_step(step)
             t0, waited = self.now(), self.meter.wait_s
-            rule.body_opt.zero_grad(set_to_none=True)
-            if rule.ctx.is_first:
-                self.schedule.step(x.to(self.device))
-            elif rule.ctx.is_last:
+            for rule in self.rules:
+                rule.set_step(step)
+                rule.body_opt.zero_grad(set_to_none=True)
+            args = (x.to(self.device),) if self.first else ()
+            if self.last:
                 losses: list[torch.Tensor] = []
-                self.schedule.step(target=y.to(self.device), losses=losses, return_outputs=False)
+                self.schedule.step(*args, target=y.to(self.device), losses=losses, return_outputs=False)
                 self.track(torch.stack(losses).mean())
             else:
-                self.schedule.step()
-            rule.body_opt.step()
+                self.schedule.step(*args)
+            for rule in self.rules:
+                rule.body_opt.step()
             # forward and backward interleave: all compute counted as forward; the p2p waits are communication
             self.fwd_s += self.now() - t0 - (self.meter.wait_s - waited)
             on_step()
         self.meter.flush()
 
     def calibrate(self):
+        if len(self.own) > 1:  # boundaries are not worker to worker: not estimated
+            return None
         rules, b = self.trainer.rules, self.cfg.batch_size
         shape = lambda j: (b, *rules[j].ctx.out_shape)  # noqa: E731 (the gradient has the activation's shape)
         return self.time_boundaries(shape, shape)

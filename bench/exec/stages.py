@@ -67,15 +67,17 @@ class StageWorkers(WorkerEngine):
     def steps(self, start: int, end: int, on_step) -> None:
         rule = self.rule
         for step in range(start, end):
-            x, y = self.run.stream.batch(step)
+            image, y = self.run.stream.batch(step)  # every worker draws the step's batch
             y = y.to(self.device)
             if self.act_in is None:
-                x = x.to(self.device)
+                x = image = image.to(self.device)
             else:
                 x = self.act_in.get(step)
                 for ahead in range(step + 1, min(end, step + 1 + POST_AHEAD)):
                     self.act_in.post(ahead)  # posted before any blocking wait below
             rule.set_step(step)
+            if rule.needs_input:
+                rule.take_input(image.to(self.device))
             t0 = self.now()
             with self.stash():
                 out = rule.forward(step, x, y)

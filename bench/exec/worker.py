@@ -30,7 +30,7 @@ from ..train.loop import Loop
 from ..train.records import RecordWriter, atomic_torch_save
 from .backends import backend_for
 from .engine import init_comms
-from .launch import CONFIG_ENV, mark_failed, record_path, schedule_name, validate
+from .launch import CONFIG_ENV, mark_failed, record_path, schedule_name, validate, worker_count
 from .meter import PeerError, one_line
 from .settings import DistConfig
 
@@ -57,8 +57,9 @@ def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
     device, comms = init_comms(cfg, dcfg)
     cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
     world = dist.get_world_size()
-    if world != cfg.groups:
-        raise BenchError(f"{world} workers for {cfg.groups} groups: start one worker per group")
+    if world != worker_count(cfg):
+        raise BenchError(f"{world} workers for {cfg.groups} groups: start {worker_count(cfg)} (one per group, or "
+                         f"one per stages_per_rank groups of a multi-stage pipeline schedule)")
     if cfg.split_rule == "timed" and cfg.split_bounds is None:  # torchrun: rank 0 measures for everyone
         bounds = [measure_split(replace(cfg, device=str(device))) if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(bounds, src=0, group=comms.ctrl)

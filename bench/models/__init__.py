@@ -2,8 +2,9 @@
 
     model = build_model("resnet50", num_classes=10, input_shape=(3, 32, 32), width=0.125)
 
-Families: bottleneck ResNets and pre-activation ResNets (resnet.py), the MLP (mlp.py), the
-character-level LSTMs (lstm.py); critics, exits and synthesizers (heads.py); cuts into groups (split.py).
+Families: bottleneck ResNets and pre-activation ResNets (resnet.py), the CIFAR basic-block ResNet-32/110 of
+DGL and InfoPro (cifar_resnet.py), the MLP (mlp.py), the character-level LSTMs (lstm.py); critics, exits,
+synthesizers and local-learning heads (heads.py); cuts into groups (split.py).
 """
 from __future__ import annotations
 
@@ -11,12 +12,13 @@ from torch import nn
 
 from bench.errors import BenchError
 
+from .cifar_resnet import BASIC_SECTIONS, cifar_resnet
 from .lstm import LSTM_UNITS, LSTMLayer, lstm, recurrent_layers
 from .mlp import MLP_WIDTHS, mlp
 from .resnet import CLASSIFIERS, PREACT_MODELS, RESNET_SECTIONS, preact_resnet, resnet
 from .unit import UnitModel
 
-MODELS = tuple(RESNET_SECTIONS) + ("mlp",) + tuple(LSTM_UNITS) + PREACT_MODELS
+MODELS = tuple(RESNET_SECTIONS) + ("mlp",) + tuple(LSTM_UNITS) + PREACT_MODELS + tuple(BASIC_SECTIONS)
 IMAGE_MODELS = tuple(m for m in MODELS if m not in LSTM_UNITS)  # stateless: for methods that run a step twice
 IMAGENET_STEM_MIN_SIZE = 64  # inputs this large get the ImageNet stem
 
@@ -53,6 +55,8 @@ def num_units(name: str) -> int:
         return int(name[4:]) + 1
     if name == "mlp":
         return len(MLP_WIDTHS) + 1
+    if name in BASIC_SECTIONS:
+        return sum(BASIC_SECTIONS[name]) + 2
     return sum(RESNET_SECTIONS[name.removeprefix("preact_")]) + 2
 
 
@@ -68,12 +72,14 @@ def build_model(name: str, num_classes: int, input_shape: tuple[int, ...], width
     if name == "mlp":
         c, h, w = input_shape
         return mlp(num_classes, c * h * w)
+    if name in BASIC_SECTIONS:  # CIFAR networks: always their own 3x3 stem
+        return cifar_resnet(name, num_classes, input_shape[0], width)
     if stem is None:
         stem = "imagenet" if min(input_shape[1:]) >= IMAGENET_STEM_MIN_SIZE else "cifar"
     build = preact_resnet if name in PREACT_MODELS else resnet
     return build(name, num_classes, input_shape[0], width, stem, classifier, min(input_shape[1:]))
 
 
-__all__ = ["CLASSIFIERS", "IMAGE_MODELS", "LSTM_UNITS", "LSTMLayer", "MLP_WIDTHS", "MODELS", "PREACT_MODELS", "RESNET_SECTIONS",
-           "UnitModel", "build_model", "check_model", "is_lstm", "num_units", "project_group_starts", "recurrent_layers",
-           "set_bn_momentum"]
+__all__ = ["BASIC_SECTIONS", "CLASSIFIERS", "IMAGE_MODELS", "LSTM_UNITS", "LSTMLayer", "MLP_WIDTHS", "MODELS",
+           "PREACT_MODELS", "RESNET_SECTIONS", "UnitModel", "build_model", "check_model", "is_lstm", "num_units",
+           "project_group_starts", "recurrent_layers", "set_bn_momentum"]

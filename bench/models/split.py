@@ -6,10 +6,11 @@ Three rules:
   it is also what the parameter counts of the paper's Table VIII add up to); ResNet-101 with K=2
   after conv4_10 (LCT_n1.py); ResNet-101 with K=4 stem+conv2+conv3 (7 blocks) | 8 conv4 | 8 conv4 |
   7 conv4 + conv5 + fc: LCT_n3.py's cuts, but its own network has 21 conv4 blocks, so its last group
-  holds 5 of them (that network is `resnet95`, which the same cuts split exactly as LCT_n3.py does).
-  Everywhere else the paper's "layers as even as possible": the stem and the residual blocks are the
-  units a group counts, the first K-1 groups get floor(U/K) units each and the last group takes the
-  rest plus the classifier.
+  holds 5 of them (that network is `resnet95`, which the same cuts split exactly as LCT_n3.py does);
+  ResNet-32/110 with K = 2, 3, 4, 8, 16 as the InfoPro authors cut them (their DGL and InfoPro numbers
+  are on these cuts). Everywhere else the paper's "layers as even as possible": the stem and the residual
+  blocks are the units a group counts, the first K-1 groups get floor(U/K) units each and the last group
+  takes the rest plus the classifier.
 - ``balanced``: minimise the most expensive group, cost = forward FLOPs of the group's units
   plus those of the head placed after it, measured with torch.utils.flop_counter on one sample.
 - ``timed``: the same minimisation, cost = measured seconds of forward + backward of each unit
@@ -80,6 +81,35 @@ AUTHORS_CUTS = {
     ("resnet101", 4): ("conv4_1", "conv4_9", "conv4_17"),  # LCT_n3.py's cuts on ResNet-101's 23 conv4 blocks
     ("resnet95", 4): ("conv4_1", "conv4_9", "conv4_17"),   # LCT_n3.py's own network: 8 + 8 + 5 conv4 blocks
 }
+
+# The InfoPro authors' cuts of ResNet-32/110 (blackfeather-wang/InfoPro-Pytorch, networks/configs.py, `InfoPro`),
+# which their DGL and InfoPro numbers use: each [stage, layer] ends a local module after block `layer`
+# (0-based) of `stage` (1..3; stage 0 is the stem).
+INFOPRO_CUTS = {
+    ("resnet32", 2): [[2, 1]],
+    ("resnet32", 3): [[1, 4], [2, 4]],
+    ("resnet32", 4): [[1, 2], [2, 1], [3, 0]],
+    ("resnet32", 8): [[1, 0], [1, 2], [1, 4], [2, 1], [2, 3], [3, 0], [3, 2]],
+    ("resnet32", 16): [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3], [1, 4], [2, 0], [2, 1], [2, 2], [2, 3], [2, 4],
+                       [3, 0], [3, 1], [3, 2], [3, 3]],
+    ("resnet110", 2): [[2, 8]],
+    ("resnet110", 3): [[1, 17], [2, 17]],
+    ("resnet110", 4): [[1, 11], [2, 7], [3, 3]],
+    ("resnet110", 8): [[1, 4], [1, 11], [2, 0], [2, 7], [2, 14], [3, 3], [3, 10]],
+    ("resnet110", 16): [[1, 1], [1, 4], [1, 7], [1, 10], [1, 13], [1, 16], [2, 1], [2, 4], [2, 7], [2, 11],
+                        [2, 15], [3, 1], [3, 5], [3, 9], [3, 13]],
+}
+
+
+def _first_after(stage: int, layer: int, blocks: int) -> str:
+    """The unit that starts the next group after InfoPro's [stage, layer] (blocks per section)."""
+    if stage == 0:
+        return "conv2_1"
+    return f"conv{stage + 1}_{layer + 2}" if layer + 1 < blocks else f"conv{stage + 2}_1"
+
+
+AUTHORS_CUTS.update({(name, k): tuple(_first_after(s, l, 5 if name == "resnet32" else 18) for s, l in cuts)
+                     for (name, k), cuts in INFOPRO_CUTS.items()})
 
 
 def paper_split(model: UnitModel, k: int) -> Split:

@@ -12,14 +12,15 @@ Output (deterministic: sorted rows, fixed float formats, no timestamps, so the s
 byte-identical files): results/<name>.md and results/<name>.csv for each table, results/REPORT.md with
 all of them; figures go to plots/ (plots.py). Table families: accuracy.py (I, II, III, IV, VII),
 resources.py (VI, VIII), lstm.py (V, IX, X), timing.py (Fig. 5, communication, Fig. 7), tta.py (time to a
-target accuracy), related.py, assumption1.py; the paper's numbers are paper.py.
+target accuracy), related.py, assumption1.py, local.py (DGL's and InfoPro's tables); the papers' numbers
+are paper.py.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..train.records import atomic_write_text
-from . import accuracy, lstm, manifest, plots, related, resources, timing, tta
+from . import accuracy, local, lstm, manifest, plots, related, resources, timing, tta
 from .assumption1 import check_assumption1, table_assumption1
 from .frame import DATA_NAMES, DATA_ORDER, PROFILE_ORDER, Cell, cells, load_records, rank
 
@@ -39,7 +40,7 @@ def build_tables(cs: list[Cell], counted: list[dict], targets: dict | None = Non
     tables.append(tta.table_time_to_target(cs, targets))
     if any(related.is_related(c) for c in cs):
         tables.append(related.table_related(cs))
-    return tables
+    return tables + local.tables(cs)
 
 
 def _sources(records: list[dict]) -> list[str]:

@@ -179,3 +179,28 @@ TABLE_X_CRITIC = (1.15, 0.03)
 # ---- ResIST (Dun et al., seeds/resist-paper.txt) Table 1: ResNet-101, data communicated per round (GB) for
 # 2 / 4 / 8 machines --------------------------------------------------------------------------------------
 RESIST_TABLE1 = {"localsgd": (0.662, 1.325, 2.649), "resist": (0.454, 0.720, 1.289)}
+
+# ---- The local-learning peers on CIFAR-10 (Wang et al., ICLR 2021, "Revisiting Locally Supervised Learning";
+# InfoPro-Pytorch's README shows its Tables 2 and 3 as figs/cifar_k.png and figs/cifar.png, read from there):
+# test error (%), mean and std over 5 trials, by (network, our method, the options our cell has, K). E2E is
+# end-to-end backprop (bp, K = 1); DGL (Belilovsky et al. 2020) is greedy with DGL's auxiliary net; InfoPro
+# (Contrast) / (Softmax) are infopro with loss=contrast (the default) / loss=softmax. Table 2 also has Greedy
+# SL (a linear head) and Asy-InfoPro, which no method here runs.
+LOCAL_LEARNING: dict[tuple[str, str, str, int], tuple[float, float]] = {}
+for _model, _e2e, _rows in (
+        ("resnet32", (7.37, 0.10), {
+            ("greedy", "head=dgl"): ((8.69, 0.12), (11.48, 0.20), (14.17, 0.28), (16.21, 0.36)),
+            ("infopro", "loss=softmax"): ((8.13, 0.23), (8.64, 0.25), (11.40, 0.18), (14.23, 0.42)),
+            ("infopro", ""): ((7.76, 0.12), (8.58, 0.17), (11.13, 0.19), (12.75, 0.11))}),
+        ("resnet110", (6.50, 0.34), {
+            ("greedy", "head=dgl"): ((7.70, 0.28), (10.50, 0.11), (12.46, 0.37), (13.80, 0.15)),
+            ("infopro", "loss=softmax"): ((7.01, 0.34), (7.96, 0.06), (9.40, 0.27), (10.78, 0.28)),
+            ("infopro", ""): ((6.42, 0.08), (7.30, 0.14), (8.93, 0.40), (9.90, 0.19))})):
+    LOCAL_LEARNING[(_model, "bp", "", 1)] = _e2e
+    for (_method, _options), _errors in _rows.items():
+        for _k, _v in zip((2, 4, 8, 16), _errors):
+            LOCAL_LEARNING[(_model, _method, _options, _k)] = _v
+# Table 3: GPU memory (GB) training ResNet-110 on CIFAR-10 at batch 1024 on one Titan Xp (the minimum needed,
+# cudnn.benchmark on): E2E, and InfoPro* (memory-balanced cuts) with K = 2, 3, 4 local modules.
+INFOPRO_MEMORY_GB = {("bp", 1): 9.40, ("infopro", 2): 5.38, ("infopro", 3): 4.22, ("infopro", 4): 3.52}
+INFOPRO_MEMORY_BATCH = 1024

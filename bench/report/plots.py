@@ -18,7 +18,7 @@ from .assumption1 import assumption1_minima
 from .frame import DATA_NAMES, Cell, label, mean_std, paper_data, sort_key
 from .lstm import is_lstm
 from .resources import counted_split, submodels
-from .timing import bp_of, critical_path_share, fig7_ratios, train_time
+from .timing import bp_of, critical_path_share, fig7_ratios, train_time, workers_of
 from .tta import DEFAULT_TARGETS, Target, bp_reference, final_value, time_to
 
 GROUP_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"]
@@ -295,6 +295,12 @@ def fig_comm(groups: list[Cell], path: Path) -> None:
     _save(fig, path)
 
 
+def _workers(g: Cell) -> str:
+    """K, and the workers where a multi-stage pipeline schedule put several groups on each."""
+    w = workers_of(g)
+    return f"K={g.groups}" if w == g.groups else f"K={g.groups} on {w} workers"
+
+
 def fig7(cells: list[Cell], path: Path) -> None:
     plt = _plt()
     rows = []
@@ -316,7 +322,7 @@ def fig7(cells: list[Cell], path: Path) -> None:
         ax.bar(i - 0.17, tg, 0.32, color=color("gpipe"), label="pipelined BP (GPipe)" if i == 0 else None)
         if tl is not None:
             ax.bar(i + 0.17, tl, 0.32, color=color("lct"), label="LCT" if i == 0 else None)
-        pv = P.paper_value("fig7", paper_data(g.data), g.model, "lct", g.groups, "faster_than_gpipe")
+        pv = P.paper_value("fig7", paper_data(g.data), g.model, "lct", workers_of(g), "faster_than_gpipe")
         if tl is None:
             note = "no LCT record"
         else:
@@ -328,7 +334,7 @@ def fig7(cells: list[Cell], path: Path) -> None:
         ax.text(i, max(tg, tl or 0, 1.0) * 1.03, note, ha="center", va="bottom", fontsize=8)
     ax.set_ylim(0, top * 1.35)
     ax.axhline(1, color="#222222", lw=1, ls="--", label="BP = 1")
-    ax.set_xticks(range(len(rows)), [f"{g.data} {g.model}, K={g.groups} ({g.profile})\n{_schedule(g.executor)} vs LCT "
+    ax.set_xticks(range(len(rows)), [f"{g.data} {g.model}, {_workers(g)} ({g.profile})\n{_schedule(g.executor)} vs LCT "
                                      f"{lct_sched}" for g, _, _, lct_sched in rows], fontsize=8)
     ax.set_ylabel("training time / BP training time")
     ax.set_title("Pipelined BP vs LCT, normalised by BP (paper Fig. 7), distributed executor")

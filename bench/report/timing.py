@@ -51,9 +51,16 @@ def bp_of(cells: list[Cell], c: Cell) -> Cell | None:
     return others[0] if others else None
 
 
+def workers_of(c: Cell) -> int:
+    """Worker processes of a distributed cell: K, or fewer where a pipeline schedule put several groups on each."""
+    sizes = {(r["config"].get("distributed") or {}).get("world_size") for r in c.records} - {None}
+    return min(sizes) if sizes else c.groups
+
+
 def lct_beside(cells: list[Cell], c: Cell) -> Cell | None:
-    """LCT with c's K on the distributed executor, overlapped schedule first (Fig. 7)."""
-    found = [h for h in beside(cells, c, "lct", c.groups) if h.executor.startswith("parallel") and h.values(train_time)]
+    """LCT on as many workers as c on the distributed executor, overlapped schedule first (Fig. 7)."""
+    found = [h for h in beside(cells, c, "lct", workers_of(c)) if h.executor.startswith("parallel")
+             and h.values(train_time)]
     found.sort(key=lambda h: (h.executor != "parallel (overlapped)", h.executor))
     return found[0] if found else None
 
@@ -201,12 +208,14 @@ def table_fig7(cells: list[Cell]):
     rows, keys = [], set()
     for c in (c for c in cells if c.method == "gpipe" and c.values(train_time)):
         gb, lb, tg, tl, lct = fig7_ratios(cells, c)
-        keys.add((paper_data(c.data), c.model, "lct", c.groups))
+        w = workers_of(c)
+        keys.add((paper_data(c.data), c.model, "lct", w))
         faster = None if tl is None else 100 * (1 - tl / tg)
-        pv = P.paper_value("fig7", paper_data(c.data), c.model, "lct", c.groups, "faster_than_gpipe")
+        pv = P.paper_value("fig7", paper_data(c.data), c.model, "lct", w, "faster_than_gpipe")
         lex = lct.executor if lct is not None else "-"
         done = "completed" if lb is not None else "lct or bp record missing"
-        rows.append(([c.data, c.model, str(c.groups), c.profile, c.setting, c.executor, lex, fmt(gb, 3), fmt(lb, 3),
+        k = str(c.groups) if w == c.groups else f"{w} workers ({c.groups} groups)"
+        rows.append(([c.data, c.model, k, c.profile, c.setting, c.executor, lex, fmt(gb, 3), fmt(lb, 3),
                       "-" if faster is None else f"{faster:.1f}%", "—" if pv is None else f"paper: {pv:.1f}%", done],
                      ["fig7", c.data, c.model, c.groups, c.profile, c.executor, lex, gb, lb, faster, pv,
                       "completed" if lb is not None else MISSING, c.setting]))

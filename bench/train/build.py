@@ -91,7 +91,7 @@ def cut(cfg: RunConfig, model: UnitModel, ds, stream) -> Split:
 def measure_costs(cfg: RunConfig, model: UnitModel, ds, stream, methods: list, divisors=DIVISORS) -> Calibration:
     """The cost model's calibration of this run's network on its device and threads (bench.predict)."""
     hyper = cfg.hyper()
-    common = _shared_context(model, ds.num_classes, hyper)
+    common = _shared_context(model, ds.input_shape, ds.num_classes, hyper)
 
     def boundary(shape, body):  # a middle group's context at one boundary (the rule's own costs are timed)
         return GroupContext(index=1, num_groups=3, body=body, in_shape=shape, out_shape=shape, units=[body], **common)
@@ -114,17 +114,19 @@ def contexts(model: UnitModel, split: Split, input_shape: tuple[int, ...], num_c
     """What each group's rule is built from: its body (the model's own units), shapes, heads, loss."""
     _, shapes = unit_flops(model, input_shape)
     bodies, k = split.groups(model), len(split.bounds) - 1
-    common = _shared_context(model, num_classes, hyper)
+    common = _shared_context(model, input_shape, num_classes, hyper)
     return [GroupContext(index=i, num_groups=k, body=body, in_shape=input_shape if i == 0 else shapes[a - 1],
                          out_shape=None if i == k - 1 else shapes[b - 1], units=list(body), **common)
             for i, (body, a, b) in enumerate(zip(bodies, split.bounds, split.bounds[1:]))]
 
 
-def _shared_context(model: UnitModel, num_classes: int, hyper: Hyper) -> dict:
-    """What every group's context shares: classes, family, width, optimisation, heads, the per-sample loss."""
+def _shared_context(model: UnitModel, input_shape: tuple[int, ...], num_classes: int, hyper: Hyper) -> dict:
+    """What every group's context shares: classes, family, width, optimisation, heads, the per-sample loss, the
+    network and its input's shape."""
     # sequence models: the per-sample loss is per character, (B, T) flattened (LCT's L1 cascade per token)
     loss = {"per_sample_loss": sequence_loss} if model.family == "lstm" else {}
-    return dict(num_classes=num_classes, family=model.family, width=model.width, hyper=hyper,
+    return dict(num_classes=num_classes, family=model.family, width=model.width, hyper=hyper, model=model.name,
+                network_input=tuple(input_shape),
                 head_factory=lambda shape: critic(model.family, shape, num_classes, model.width), **loss)
 
 

@@ -132,6 +132,9 @@ def _assumption1_one(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
         for layer, state in zip(layers, states):
             layer.states[True] = state
 
+    take_input = getattr(trainer, "take_input", None)  # group rules that reconstruct the input see this batch
+    if take_input is not None:
+        take_input(x)
     inputs, h = [], x
     for body, _ in network:
         inputs.append(h.detach())

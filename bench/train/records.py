@@ -160,6 +160,7 @@ class RecordWriter:
 
     def __init__(self, path: Path, record: dict):
         self.path, self.record = Path(path), record
+        self.claimed = False  # the first save is this run's (a resumed run replaces the earlier failure)
 
     @classmethod
     def start(cls, path: Path, config: dict, device: str, **header) -> "RecordWriter":
@@ -211,10 +212,22 @@ class RecordWriter:
         return out
 
     def save(self) -> None:
+        """Write the record; a failure another process wrote to the file meanwhile (a worker of the same run
+        that noticed a dead peer or launcher first) is kept, never overwritten."""
+        if self.claimed and self.path.exists() and self.record.get("status") != "failed":
+            try:
+                on_disk = read_record(self.path)
+            except BenchError:
+                on_disk = {}
+            if on_disk.get("status") == "failed" and on_disk.get("error"):
+                self.record["status"], self.record["error"] = "failed", on_disk["error"]
         write_record(self.record, self.path)
+        self.claimed = True
 
     def fail(self, error: str) -> None:
-        """Mark the record failed (an earlier error is kept) and save it."""
+        """Mark the record failed and save it; an earlier error (ours, or one on the file) is kept: the
+        first to notice usually names the cause."""
+        self.save()  # adopts a failure already on the file
         if self.record.get("status") != "failed" or not self.record.get("error"):
             self.record["status"], self.record["error"] = "failed", error
-        self.save()
+            write_record(self.record, self.path)
