@@ -25,7 +25,12 @@ on the smoke ResNet, so descent needs z_lr ~ 0.002), and for K >= 3 a few Jacobi
 inconsistent, so the middle modules can fit targets that point far from the true gradient (a one-off
 check during development, not a recorded measurement: the suite does not measure Assumption 1 for auxvar)
 and accuracy drops with K (the seed abstracts also report accuracy drops for
-this family, and answer them with AuxNets and serial correction passes, not implemented here).
+this family, and answer them with AuxNets and serial correction passes: `auxnet`, methods/auxnet.py).
+How this plain penalty baseline differs from `auxnet`: here the auxiliary variables come from a serial forward
+pass of the batch (the forward stays locked) and K-1 Jacobi steps on F; there they come from small
+auxiliary networks of the data (forward unlocked, nothing per sample), the groups fit them in parallel
+(penalty or augmented Lagrangian) and a serial backprop pass corrects every few steps. `blockadmm` adds
+scaled duals to this objective (ADMM) and moves z by backward sweeps.
 BatchNorm running statistics see each batch once (the forward of step 1); the extra forwards of steps
 2 and 3 leave them as they were.
 
@@ -50,20 +55,23 @@ def init_aux(bodies, x: torch.Tensor) -> list[torch.Tensor]:
     return z
 
 
-def penalty(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float) -> torch.Tensor:
-    """F summed over the batch's samples."""
+def penalty(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, u: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """F summed over the batch's samples; with scaled duals u_k (blockadmm) the augmented Lagrangian
+    CE + sum_k rho/2 ||z_k - f_k(z_{k-1}) + u_k||^2 (up to a constant in z and theta)."""
     total = F.cross_entropy(bodies[-1](z[-1]), y, reduction="sum")
     for k, body in enumerate(bodies[:-1]):
-        total = total + rho / 2 * (z[k + 1] - body(z[k])).pow(2).sum()
+        gap = z[k + 1] - body(z[k])
+        total = total + rho / 2 * (gap if u is None else gap + u[k]).pow(2).sum()
     return total
 
 
-def update_aux(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int) -> list[torch.Tensor]:
+def update_aux(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int,
+               u: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """`iters` gradient steps on F over z_1..z_{K-1} (the weights stay as they are; z_0 = x is data)."""
     z = [z[0]] + [t.detach() for t in z[1:]]
     for _ in range(iters):
         leaves = [t.requires_grad_(True) for t in z[1:]]
-        grads = torch.autograd.grad(penalty(bodies, z, y, rho), leaves)
+        grads = torch.autograd.grad(penalty(bodies, z, y, rho, u), leaves)
         z = [z[0]] + [(t - lr * g).detach() for t, g in zip(leaves, grads)]
     return z
 

@@ -1,7 +1,8 @@
-"""Shared fixtures: the digits data set and one batch of it."""
+"""Shared fixtures: the digits data set and one batch of it; one torch thread for tiny models."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from bench.data import BatchStream, load_dataset, resolve_data_root
 
@@ -14,3 +15,12 @@ def digits():
 @pytest.fixture(scope="session")
 def digits_batch(digits):
     return BatchStream(digits, 32, seed=0).batch(0)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and on a shared CPU two threads can be 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

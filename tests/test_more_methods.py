@@ -25,13 +25,7 @@ from methods.rounds import float_tensors, nbytes
 from helpers import build_trainer, make_stages, params_of, train_step
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared CPU two threads can be 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PLAIN = Hyper(lr=0.05, momentum=0.0, nesterov=False, weight_decay=0.0)  # update = -lr * grad

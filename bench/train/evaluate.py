@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models import recurrent_layers
+from methods import WholeStepRule
 
 Network = list[tuple[nn.Module, nn.Module | None]]
 
@@ -82,7 +83,8 @@ def evaluate(network: Network, batches, text: bool = False) -> dict:
 
 def assumption1(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
     """Per group k: mu_k = <G_k, g_k>/||G_k||^2 and cos(G_k, g_k), G the true gradient of the main loss
-    w.r.t. the group's weights, g the gradient the method applies (trainer.local_grads). Nothing is
+    w.r.t. the group's weights, g the gradient the method applies (trainer.local_grads: of group k given its
+    input on this forward pass; a whole-step rule is given the batch, x). Nothing is
     updated (buffers are restored); weight decay is left out of both. LSTMs: every forward starts from the
     current training state (the one the next step continues from), which is restored afterwards; the main
     loss is the mean per-character cross-entropy."""
@@ -109,7 +111,7 @@ def assumption1(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
         G = torch.cat([g.flatten() for g in true[offset:offset + len(ps)]])
         offset += len(ps)
         restore_states()
-        local = trainer.local_grads(k, xin, y)
+        local = trainer.local_grads(k, x if isinstance(trainer, WholeStepRule) else xin, y)  # whole-step: the batch
         g = G if local is None else torch.cat([t.flatten() for t in local])
         dot = torch.dot(G, g).item()
         mu.append(dot / max(G.norm().item() ** 2, 1e-30))
