@@ -68,8 +68,6 @@ class AsyncBackprop(GroupRule):
     def __init__(self, ctx, options):
         super().__init__(ctx, options)
         self.pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # step -> (input leaf, output or loss)
-        self.weights = {id(p) for p in self.body.parameters()}
-        self.statistics = {id(b) for b in self.body.buffers()}
         self.last_forward = -1
         self.accumulated = 0  # gradients in the body's .grad since the last update
         self.seen: dict[int, int] = {}  # staleness -> how many applied gradients had it
@@ -81,12 +79,14 @@ class AsyncBackprop(GroupRule):
     def _saved(self) -> AbstractContextManager:
         """What the forward's graph keeps of a weight: a copy (stash) or the live weight (see the docstring)."""
         stash = self.opts["stash"]
+        weights = {id(p) for p in self.body.parameters()}  # asked each time: moving to a device swaps buffers
+        statistics = {id(b) for b in self.body.buffers()}
 
         def pack(t):
             base = t if t._base is None else t._base
-            if id(base) in self.weights:
+            if id(base) in weights:
                 return t.detach().clone() if stash else t
-            return t if id(base) in self.statistics else (t, t._version)
+            return t if id(base) in statistics else (t, t._version)
 
         def unpack(saved):
             if not isinstance(saved, tuple):

@@ -115,13 +115,12 @@ class AuxShare(Share):
         self.opt, self.aux_opt = optims["body"], optims.get("auxnet")
         self.rho, self.al, self.dual_lr = opts["rho"], opts["objective"] == "al", opts["dual_lr"]
         self.z_lr = 1.0 / self.rho if opts["z_lr"] is None else opts["z_lr"]
-        self.statistics = list(self.body.buffers())
         self.size_out = 1 if self.is_last else self.lam.out.numel()  # D_{k+1}: the local step's normaliser
         self.residual = BoundaryCurve(opts["residual_every"])
 
     # --- parallel steps ----------------------------------------------------------------------------
     def outgoing(self, step, x, y):
-        self.saved = [b.clone() for b in self.statistics]
+        self.saved = [b.clone() for b in self.body.buffers()]  # asked each time: a device move swaps buffers
         self.z = x if self.is_first else self.aux(x)
         self.z_in = self.z.detach().requires_grad_(not self.is_first)
         self.h = self.body(self.z_in)
@@ -139,7 +138,7 @@ class AuxShare(Share):
     def restore(self) -> None:
         """BatchNorm running statistics as before the parallel step's forward."""
         with torch.no_grad():
-            for b, v in zip(self.statistics, self.saved):
+            for b, v in zip(self.body.buffers(), self.saved):
                 b.copy_(v)
 
     def update(self, step, x, y, from_prev, from_next):

@@ -55,23 +55,20 @@ def init_aux(bodies, x: torch.Tensor) -> list[torch.Tensor]:
     return z
 
 
-def penalty(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, u: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """F summed over the batch's samples; with scaled duals u_k (blockadmm) the augmented Lagrangian
-    CE + sum_k rho/2 ||z_k - f_k(z_{k-1}) + u_k||^2 (up to a constant in z and theta)."""
+def penalty(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float) -> torch.Tensor:
+    """F summed over the batch's samples."""
     total = F.cross_entropy(bodies[-1](z[-1]), y, reduction="sum")
     for k, body in enumerate(bodies[:-1]):
-        gap = z[k + 1] - body(z[k])
-        total = total + rho / 2 * (gap if u is None else gap + u[k]).pow(2).sum()
+        total = total + rho / 2 * (z[k + 1] - body(z[k])).pow(2).sum()
     return total
 
 
-def update_aux(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int,
-               u: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+def update_aux(bodies, z: list[torch.Tensor], y: torch.Tensor, rho: float, lr: float, iters: int) -> list[torch.Tensor]:
     """`iters` gradient steps on F over z_1..z_{K-1} (the weights stay as they are; z_0 = x is data)."""
     z = [z[0]] + [t.detach() for t in z[1:]]
     for _ in range(iters):
         leaves = [t.requires_grad_(True) for t in z[1:]]
-        grads = torch.autograd.grad(penalty(bodies, z, y, rho, u), leaves)
+        grads = torch.autograd.grad(penalty(bodies, z, y, rho), leaves)
         z = [z[0]] + [(t - lr * g).detach() for t, g in zip(leaves, grads)]
     return z
 

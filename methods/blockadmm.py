@@ -21,12 +21,12 @@ The constraint residual ||z_k - f_k(z_{k-1})|| (per sample, mean over the batch)
 iteration is recorded per boundary (`constraint_residual`, averaged over windows of `residual_every` steps).
 
 Choices the paper leaves open here (its text is not among the seeds, only the abstract):
-- the *online* setting of the paper: nothing is kept per training sample, so each batch starts its
-  auxiliary variables from a forward pass and its duals at 0 (the stochastic step interface has no sample
-  identities to store per-sample variables by). In the first iteration the blocks k < K therefore fit a
-  zero residual: their step is only weight decay and momentum; they learn from iteration 2 on, once z has
-  moved and u holds the residual, which is why `inner` defaults to 2 (with one iteration the duals are never
-  used and this is `auxvar`, the quadratic-penalty method).
+- the abstract names a batch and an online setting; this is an online one: nothing is kept per training
+  sample, so each batch starts its auxiliary variables from a forward pass and its duals at 0 (the step
+  interface has no sample identities to keep per-sample variables by). In the first iteration the blocks
+  k < K therefore fit a zero residual: their step is only weight decay and momentum; they learn from
+  iteration 2 on, once z has moved and u holds the residual, which is why `inner` defaults to 2 (with one
+  iteration they never learn; `auxvar`, the penalty method, moves z before its module steps).
 - z_lr = 1/rho (a z step of size 1/rho is a target step: z_{K-1} moves to f_{K-1}(z_{K-2}) - dCE/dz /rho,
   and in the first sweep z_k to f_k(z_{k-1}) - J^T(next residual), backprop's signal); with u, the second
   iteration's target is about two such steps away, so blocks k < K take about twice backprop's step (with K
