@@ -183,16 +183,23 @@ RELATED_RUNS = [  # (method, K or S workers, model, executor): the related-work 
     ("localsgd", 2, "preact_resnet50", "inprocess"), ("resist", 2, "preact_resnet50", "inprocess"),
     ("localsgd", 4, "preact_resnet50", "inprocess"), ("resist", 4, "preact_resnet50", "inprocess"),
     ("localsgd", 2, "preact_resnet50", "distributed"), ("resist", 2, "preact_resnet50", "distributed"),
+    # the seeds' methods of issue 11 (a fifth element: more arguments of `bench run`)
+    ("asyncbp", 2, "resnet50", "inprocess"), ("asyncbp", 4, "resnet50", "inprocess"),
+    ("asyncbp", 2, "resnet50", "distributed", ("--schedule", "overlapped")),
+    ("blockadmm", 2, "resnet50", "inprocess"), ("blockadmm", 4, "resnet50", "inprocess"),
+    ("blockadmm", 2, "mlp", "inprocess"), ("auxnet", 2, "resnet50", "inprocess"),
+    ("auxnet", 4, "resnet50", "inprocess"), ("auxnet", 2, "resnet50", "distributed"),
+    ("bp", 1, "resnet50", "distributed"),  # time / BP of the real-worker rows
 ]
 
 
 @nox.session(python=PYTHON, default=False)
 def related(session: nox.Session) -> None:
-    """Related work on the digits (cpu profile, 300 steps): greedy/auxvar vs bp/lct, admm (MLP), resist vs localsgd (also on real workers); then `nox -s tables`."""
+    """Related work on the digits (cpu profile, 300 steps): greedy/auxvar/blockadmm/auxnet/asyncbp vs bp/lct, admm and blockadmm (MLP), resist vs localsgd; asyncbp, auxnet, resist, localsgd also on real workers; then `nox -s tables`."""
     install(session)
     out = "results/related_cpu/records"
-    for method, k, model, executor in RELATED_RUNS:
+    for method, k, model, executor, *more in RELATED_RUNS:
         session.run("python", "-m", "bench", "run", "--method", method, "--groups", str(k), "--model", model,
                     "--executor", executor, "--data", "digits", "--profile", "cpu", "--steps", "300", "--threads", "1",
-                    "--no-progress", "--out", out, *session.posargs)
+                    "--no-progress", "--out", out, *(more[0] if more else ()), *session.posargs)
     # their table is results/related_methods.md, rendered with the others by `nox -s tables`

@@ -5,7 +5,8 @@ profile, the same seed, so the same batches), after a few warm-up steps that are
 bp on one worker with one thread (the reference), bp on one worker with every thread (so nobody is
 fooled by the equal-resources comparison), ddp, gpipe (m = 4 and 8), pipelined backprop under every other
 schedule of the installed torch.distributed.pipelining (m = 8; the multi-stage ones with two groups per
-worker), dni_n1 and lct_n1 (lockstep and overlapped) on 2 workers, and 4 workers where the machine has 4
+worker), dni_n1 and lct_n1 (lockstep and overlapped), asyncbp (overlapped, stale gradients up to
+--max-stale) and auxnet (its own exchange schedule) on 2 workers, and 4 workers where the machine has 4
 cores (or 4 GPUs). Every worker gets one thread (one GPU). Evaluation is off: only training steps are timed.
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
@@ -78,6 +79,7 @@ def cases(cores: int, gpus: int = 0) -> list[Case]:
         out += [Case("ddp", k)] + [Case("gpipe", k, options={"microbatches": m}, tail=f"m{m}") for m in (4, 8)]
         out += [pipeline_case(k, name) for name in pp_schedules.available() if name != "gpipe"]
         out += [Case(m, k, schedule=s, tail=s) for m in ("dni", "lct") for s in ("lockstep", "overlapped")]
+        out += [Case("asyncbp", k, schedule="overlapped", tail="overlapped"), Case("auxnet", k)]
     return out
 
 

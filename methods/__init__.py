@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 # Importing a method's module registers it: an explicit list, no scanning.
-from . import admm, auxvar, bp, ddp, dni, gpipe, greedy, infopro, joint, lct, localsgd, resist  # noqa: F401
+from . import admm, asyncbp, auxnet, auxvar, blockadmm, bp, ddp, dni, gpipe, greedy, infopro, joint, lct, localsgd, resist  # noqa: F401
 from .base import Backend, Feedback, GroupContext, GroupRule, Hyper, Look, Method, Option, WholeStepRule
 from .registry import create_method, list_methods, load_plugin, load_plugins, register_method
 

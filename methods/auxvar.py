@@ -25,7 +25,12 @@ on the smoke ResNet, so descent needs z_lr ~ 0.002), and for K >= 3 a few Jacobi
 inconsistent, so the middle modules can fit targets that point far from the true gradient (a one-off
 check during development, not a recorded measurement: the suite does not measure Assumption 1 for auxvar)
 and accuracy drops with K (the seed abstracts also report accuracy drops for
-this family, and answer them with AuxNets and serial correction passes, not implemented here).
+this family, and answer them with AuxNets and serial correction passes: `auxnet`, methods/auxnet.py).
+How this plain penalty baseline differs from `auxnet`: here the auxiliary variables come from a serial forward
+pass of the batch (the forward stays locked) and K-1 Jacobi steps on F; there they come from small
+auxiliary networks of the data (forward unlocked, nothing per sample), the groups fit them in parallel
+(penalty or augmented Lagrangian) and a serial backprop pass corrects every few steps. `blockadmm` adds
+scaled duals to this objective (ADMM) and moves z by backward sweeps.
 BatchNorm running statistics see each batch once (the forward of step 1); the extra forwards of steps
 2 and 3 leave them as they were.
 

@@ -20,6 +20,9 @@ report; nothing outside `methods/` asks for a method by its name):
   options            typed options with defaults and one line of doc (`--option key=value`)
   feedback           what crosses a boundary backwards: nothing, a gradient, a per-sample loss vector
   updates_in_forward whether forward already updates the group (what makes an overlapped schedule legal)
+  stale_feedback     whether the rule applies feedback however late it arrives, to weights that have moved on
+                     (stale gradients are its point: also makes an overlapped schedule legal); such a rule may
+                     declare an option `max_stale`, the bound it is run under, in process and on real workers
   backend            which distributed backend runs it on real workers (or none: in process only)
   local_gradients    whether groups follow a gradient other than the true one (Assumption 1 applies)
   needs_input        whether every group's rule also sees the network's input batch (`take_input`, before
@@ -55,6 +58,7 @@ class Backend(str, enum.Enum):
     PIPELINING = "pipelining"         # torch.distributed.pipelining schedules over micro-batches
     DATA_PARALLEL = "data-parallel"   # the whole network on every worker, DistributedDataParallel
     ROUNDS = "rounds"                 # replicas trained apart and aggregated every few steps
+    EXCHANGE = "exchange"             # one worker per group; each step a neighbour exchange or a serial pass
     NONE = "none"                     # in process only
 
 
@@ -180,6 +184,7 @@ class Method:
     options: ClassVar[dict[str, Option]] = {}
     feedback: ClassVar[Feedback] = Feedback.NONE
     updates_in_forward: ClassVar[bool] = False
+    stale_feedback: ClassVar[bool] = False
     backend: ClassVar[Backend] = Backend.NONE
     local_gradients: ClassVar[bool] = False
     needs_input: ClassVar[bool] = False
@@ -239,8 +244,18 @@ class GroupRule(Method):
     def waits_for_feedback(self) -> bool:
         return self.feedback is not Feedback.NONE and not self.ctx.is_last
 
+    @property
+    def feedback_delay(self) -> int:
+        """In process: how many later steps' forwards run before this group gets the feedback of a step (the
+        in-process chain's deterministic stand-in for an overlapped pipeline); 0: lockstep."""
+        return 0
+
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"body": self.body_opt}
+
+    def extras(self) -> dict:
+        """This group's own facts for the run record (e.g. the staleness it saw); {}: none."""
+        return {}
 
     def modules(self) -> dict[str, nn.Module]:
         """Everything with weights or buffers that this rule owns (checkpoints, memory, sync)."""
@@ -335,7 +350,8 @@ class WholeStepRule(Method):
         raise NotImplementedError
 
     def local_grads(self, k: int, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor] | None:
-        """Gradient group k's parameters would follow for input x (None: the true one, or not measured)."""
+        """Gradient group k's parameters would follow for the batch (x, y), x the network's input: a whole-step
+        rule sees the whole network (None: the true one, or not measured)."""
         return None
 
     def extras(self) -> dict:

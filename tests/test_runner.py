@@ -108,7 +108,7 @@ def test_a_crashed_run_says_why_on_one_line_and_its_record_says_failed(tmp_path,
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--method", "backprop"], "unknown method 'backprop'; valid methods: admm, auxvar, bp, cdni,"),
+    (["--method", "backprop"], "unknown method 'backprop'; valid methods: admm, asyncbp, auxnet, auxvar, blockadmm, bp,"),
     (["--method", "lct", "--model", "mlp", "--groups", "3"], "cannot make 3 groups"),
     (["--method", "lct", "--groups", "40"], "cannot make 40 groups"),
     (["--method", "lct", "--groups", "2", "--data", "cifar10"], "cifar10 data not found"),

@@ -6,6 +6,7 @@ from methods import Backend
 from ..errors import BenchError
 from .ddp import DataParallelWorkers
 from .engine import WorkerEngine
+from .exchange import ExchangeWorkers
 from .pipelining import PipelineWorkers
 from .rounds import RoundsWorkers
 from .stages import StageWorkers
@@ -15,6 +16,7 @@ BACKENDS: dict[Backend, type[WorkerEngine]] = {
     Backend.PIPELINING: PipelineWorkers,
     Backend.DATA_PARALLEL: DataParallelWorkers,
     Backend.ROUNDS: RoundsWorkers,
+    Backend.EXCHANGE: ExchangeWorkers,
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 
 import torch
 
@@ -16,10 +17,16 @@ from .phase import Phase
 
 
 class GroupChain:
-    """The trainer of a group rule: its K rules driven in lockstep."""
+    """The trainer of a group rule: its K rules driven in lockstep, or, for rules that declare a
+    `feedback_delay`, as a deterministic stand-in for an overlapped pipeline: group i gets the feedback of
+    step s after the forward of step s + d_i, d_i the largest delay of group i and the groups after it
+    (a group cannot get feedback before the next group has sent it). `drain` applies what is still due."""
 
     def __init__(self, rules):
         self.rules = rules
+        self.delay = [max(r.feedback_delay for r in rules[i:]) for i in range(len(rules))]
+        self.waiting = [deque() for _ in rules]  # per group: steps forwarded whose feedback is not applied yet
+        self.sent: dict[tuple[int, int], object] = {}  # (group, step) -> what it sent back, until taken
 
     @property
     def parts(self) -> list[dict]:
@@ -31,12 +38,13 @@ class GroupChain:
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.take_input(x)
-        for rule in self.rules:
+        for rule, waiting in zip(self.rules, self.waiting):
             rule.set_step(step)
             x = rule.forward(step, x, y)
-        feedback = None
-        for rule in reversed(self.rules):
-            feedback = rule.backward(step, feedback)
+            waiting.append(step)
+        for i in reversed(range(len(self.rules))):
+            while self.waiting[i] and self.waiting[i][0] <= step - self.delay[i]:
+                self._backward(i)
         return self.rules[-1].stats["loss"]
 
     def take_input(self, x: torch.Tensor) -> None:
@@ -45,6 +53,18 @@ class GroupChain:
             if rule.needs_input:
                 rule.take_input(x)
 
+    def _backward(self, i: int) -> None:
+        step = self.waiting[i].popleft()
+        back = self.rules[i].backward(step, self.sent.pop((i + 1, step), None))  # None at the last group
+        if i > 0:
+            self.sent[(i, step)] = back
+
+    def drain(self) -> None:
+        """Every feedback still due, oldest first (the end of a phase, as on real workers)."""
+        for i in reversed(range(len(self.rules))):
+            while self.waiting[i]:
+                self._backward(i)
+
     def network(self):
         return [(r.body, None if r.ctx.is_last else r.head) for r in self.rules]
 
@@ -52,7 +72,12 @@ class GroupChain:
         return self.rules[k].local_grads(x, y)
 
     def extras(self) -> dict:
-        return {}
+        return self.collect([r.extras() for r in self.rules])
+
+    @staticmethod
+    def collect(facts: list[dict]) -> dict:
+        """The groups' own facts for the record, one dict per group (nothing where no group has any)."""
+        return {"group_stats": facts} if any(facts) else {}
 
     def train(self, mode: bool = True) -> None:
         for rule in self.rules:
@@ -81,6 +106,10 @@ class InProcess:
                 return Phase(step - start, seconds, total, diverged=f"loss {loss} at step {step}")
             total += loss
             on_step()
+        if isinstance(self.trainer, GroupChain):  # a phase ends drained, as on real workers
+            t0 = time.perf_counter()
+            self.trainer.drain()
+            seconds += time.perf_counter() - t0
         return Phase(end - start, seconds, total)
 
     def start_timing(self) -> None:

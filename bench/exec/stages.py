@@ -13,11 +13,13 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
+import torch.distributed as dist
 
 from bench.errors import BenchError
 from methods import Backend, Feedback, create_method, list_methods
 
 from .engine import WorkerEngine
+from .inprocess import GroupChain
 from .meter import Link, PeerError
 
 POST_AHEAD = 2  # activation receives posted ahead of use, so transfers overlap compute
@@ -27,11 +29,21 @@ class StageWorkers(WorkerEngine):
 
     @classmethod
     def validate(cls, cfg, dcfg, method, options):
-        if dcfg.schedule == "overlapped" and method.feedback is not Feedback.NONE and not method.updates_in_forward:
+        overlapped = dcfg.schedule == "overlapped"
+        if overlapped and method.feedback is not Feedback.NONE and not (method.updates_in_forward
+                                                                       or method.stale_feedback):
             pipelined = [n for n in list_methods() if create_method(n).backend is Backend.PIPELINING]
+            stale = [n for n in list_methods() if create_method(n).stale_feedback]
             raise BenchError(f"--schedule overlapped needs a method that updates each group without waiting "
-                             f"(one that declares updates_in_forward); {cfg.method} would apply feedback to weights "
-                             f"that have moved on: for pipelined backprop use {' or '.join(pipelined)}")
+                             f"(one that declares updates_in_forward or stale_feedback); {cfg.method} would apply "
+                             f"feedback to weights that have moved on: for pipelined backprop use "
+                             f"{' or '.join(pipelined)}, for backprop with stale gradients {' or '.join(stale)}")
+        bound = options.get("max_stale") if method.stale_feedback else None
+        if bound is not None and bound != (dcfg.max_stale if overlapped else 0):
+            want = f"--schedule overlapped --max-stale {bound}" if bound else "--schedule lockstep"
+            raise BenchError(f"{cfg.method} with max_stale={bound} runs on real workers with {want} (the schedule "
+                             f"is what makes feedback late there), not --schedule {dcfg.schedule}"
+                             + (f" --max-stale {dcfg.max_stale}" if overlapped else ""))
 
     def setup(self) -> None:
         i, k, b = self.rank, self.world, self.cfg.batch_size
@@ -133,6 +145,12 @@ class StageWorkers(WorkerEngine):
     def calibrate(self) -> float:
         rules, b = self.trainer.rules, self.cfg.batch_size
         return self.time_boundaries(lambda j: (b, *rules[j].ctx.out_shape), lambda j: self.fb_shape)
+
+    def worker_stats(self, train_time, timed_steps):
+        stats = super().worker_stats(train_time, timed_steps)
+        facts = [None] * self.world  # each group's own facts, from the worker that trained it
+        dist.all_gather_object(facts, self.rule.extras(), group=self.comms.ctrl)
+        return {**stats, **GroupChain.collect(facts)}
 
     def extra_stats(self) -> dict:
         if self.dcfg.schedule != "overlapped" or not self.staleness:

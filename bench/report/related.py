@@ -1,11 +1,12 @@
-"""The related-work methods (greedy, admm, resist, localsgd, auxvar, and any method the paper did not run)
-beside BP and LCT: accuracy, time, and communication per round.
+"""The related-work methods (greedy, admm, blockadmm, auxvar, auxnet, asyncbp, resist, localsgd, and any method the
+paper did not run) beside BP and LCT: accuracy, time, and communication per step and per round.
 
 One row per cell of a related method, and the bp / lct cells of the same (data, model, profile, time,
 setting) beside them. For the round-based methods (K = S workers) it also shows the record's `comm`
 block: rounds, the bytes moved per round in ResIST's Table 1 convention (2 x sum over workers of the
 sub-model each holds), and, from real workers, the bytes the collectives sent and the time one
-aggregation took.
+aggregation took. From real workers it also shows the bytes every worker sent, summed and divided by the
+timed steps (wire MB / step).
 """
 from __future__ import annotations
 
@@ -27,16 +28,26 @@ def _comm(key: str):
     return lambda rec: (rec.get("comm") or {}).get(key)
 
 
+def bytes_per_step(rec: dict) -> float | None:
+    """What all workers sent per timed step (real workers only: an in-process record moves nothing)."""
+    workers, final = rec.get("workers") or [], rec["final"]
+    steps = final.get("timed_steps") or final.get("steps")
+    if not workers or not steps:
+        return None
+    return sum(w.get("bytes_sent") or 0 for w in workers) / steps
+
+
 def _mb(values: list[float]) -> str:
     m, _ = mean_std(values)
     return "-" if m is None else f"{m / 1e6:.3f}"
 
 
 MD = ["data", "model", "method", "K / S", "profile", "time", "seeds", "steps", "test acc (%)", "train time (s)",
-      "time / BP", "rounds", "MB / round (Table 1 conv.)", "wire MB / round", "aggregation s / round", "status"]
+      "time / BP", "wire MB / step", "rounds", "MB / round (Table 1 conv.)", "wire MB / round",
+      "aggregation s / round", "status"]
 CSV = ["table", "data", "model", "method", "groups", "profile", "executor", "seeds", "steps", "test_acc_mean",
-       "test_acc_std", "train_time_mean_s", "time_over_bp", "rounds", "bytes_per_round", "wire_bytes_per_round",
-       "aggregation_s_per_round", "status"]
+       "test_acc_std", "train_time_mean_s", "time_over_bp", "bytes_per_step", "rounds", "bytes_per_round",
+       "wire_bytes_per_round", "aggregation_s_per_round", "status"]
 
 
 def _row(cells: list[Cell], c: Cell) -> tuple[list, list]:
@@ -47,12 +58,13 @@ def _row(cells: list[Cell], c: Cell) -> tuple[list, list]:
     ratio = tm / bpt if tm is not None and bpt else None
     rounds, by, wire, agg = (c.values(_comm(k)) for k in ("rounds", "bytes_per_round", "wire_bytes_per_round",
                                                           "aggregation_s_per_round"))
+    step_bytes = c.values(bytes_per_step)
     return ([c.data, c.model, c.method, str(c.groups), c.profile, c.executor, c.seeds_text, c.steps, fmt_ours(acc),
-             fmt_ours(t, 1), fmt(ratio, 2), fmt(mean_std(rounds)[0], 0), _mb(by), _mb(wire), fmt(mean_std(agg)[0], 3),
-             c.status],
+             fmt_ours(t, 1), fmt(ratio, 2), _mb(step_bytes), fmt(mean_std(rounds)[0], 0), _mb(by), _mb(wire),
+             fmt(mean_std(agg)[0], 3), c.status],
             ["related", c.data, c.model, c.method, c.groups, c.profile, c.executor, " ".join(map(str, c.seeds)),
-             c.steps, *mean_std(acc), tm, ratio, mean_std(rounds)[0], mean_std(by)[0], mean_std(wire)[0],
-             mean_std(agg)[0], c.status])
+             c.steps, *mean_std(acc), tm, ratio, mean_std(step_bytes)[0], mean_std(rounds)[0], mean_std(by)[0],
+             mean_std(wire)[0], mean_std(agg)[0], c.status])
 
 
 def table_related(cells: list[Cell]):
@@ -66,10 +78,14 @@ def table_related(cells: list[Cell]):
     paper = "; ".join(f"{m} " + " / ".join(f"{v:.3f}" for v in vs) for m, vs in RESIST_TABLE1.items())
     return table(
         "related_methods",
-        "Related-work methods beside BP and LCT: accuracy, time, and communication per round "
+        "Related-work methods beside BP and LCT: accuracy, time, and communication per step and per round "
         f"(profiles: {profiles_text(related)})",
         ["`greedy`: each group trained by its own head only (LCT without the critic cascade). `admm`: Taylor et al. "
-         "2016 on the MLP (no gradients). `auxvar`: quadratic-penalty auxiliary-variable training. `resist` / "
+         "2016 on the MLP (no gradients). `blockadmm`: Stochastic Block-ADMM (blocks fit auxiliary variables and "
+         "duals by SGD). `auxvar`: quadratic-penalty auxiliary-variable training. `auxnet`: groups train in parallel "
+         "on inputs from small auxiliary networks, a serial backprop pass every few steps. `asyncbp`: asynchronous "
+         "model-parallel backprop, true gradients applied late (in process: a simulation of the delays). "
+         "Wire MB / step: what all workers sent (measured; real workers only). `resist` / "
          "`localsgd`: K = S workers, each on 1/S of every batch, aggregated every l steps; bytes per round in "
          "ResIST's Table 1 convention (sub-model down and up per worker, float32 weights and BN statistics), "
          "`wire` = what the gloo collectives sent (real workers only). *simulated* = one process; *parallel* = "

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.models import recurrent_layers
+from methods import WholeStepRule
 
 Network = list[tuple[nn.Module, nn.Module | None]]
 
@@ -148,7 +149,7 @@ def _assumption1_one(trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
         G = torch.cat([g.flatten() for g in true[offset:offset + len(ps)]])
         offset += len(ps)
         restore_states()
-        local = trainer.local_grads(k, xin, y)
+        local = trainer.local_grads(k, x if isinstance(trainer, WholeStepRule) else xin, y)  # whole-step: the batch
         g = G if local is None else torch.cat([t.flatten() for t in local])
         dot, g_norm, G_norm = torch.dot(G, g).item(), g.norm().item(), G.norm().item()
         mu.append(dot / max(G_norm ** 2, 1e-30))
