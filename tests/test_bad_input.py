@@ -237,8 +237,8 @@ def test_two_concurrent_runs_of_one_id_lose_nothing(tmp_path):
     import sys
     import time
 
-    cmd = [sys.executable, "-m", "bench", "run", "--method", "lct", "--groups", "2", "--steps", "400",
-           "--eval-every", "200", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
+    cmd = [sys.executable, "-m", "bench", "run", "--method", "lct", "--groups", "2", "--steps", "200",
+           "--eval-every", "100", "--threads", "1", "--no-progress", "--out", str(tmp_path)]
     first = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     record = tmp_path / "digits_resnet50_lct_k2_smoke_s0.json"
     deadline = time.monotonic() + 60

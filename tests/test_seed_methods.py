@@ -184,7 +184,7 @@ def test_blockadmm_first_block_follows_twice_the_true_gradient(batches):
     the moved z_1, does not follow the true gradient)."""
     x, y = batches[0]
     trainer, _ = build_trainer("blockadmm", 2, options={"rho": 2.0})
-    a1 = assumption1(trainer, x, y)
+    a1 = assumption1(trainer, [(x, y)])
     assert a1["mu"][0] == pytest.approx(2.0, rel=1e-4) and a1["cos"][0] == pytest.approx(1.0, abs=1e-5)
     assert a1["cos"][1] < 0.999
 
