@@ -15,7 +15,7 @@ from pathlib import Path
 from methods import GroupRule, create_method, list_methods, load_plugins
 
 from . import data
-from .config import PROFILES, SPLIT_OBJECTIVES, RunConfig, check_out
+from .config import PRECISIONS, PROFILES, SPLIT_OBJECTIVES, RunConfig, check_out
 from .errors import BenchError
 from .exec.launch import run_distributed
 from .exec.settings import DistConfig
@@ -42,7 +42,9 @@ def run_config(args) -> RunConfig:
                      assumption1_batches=args.assumption1_batches, eval_limit=args.eval_limit,
                      final_eval_limit=args.final_eval_limit, classifier=args.classifier,
                      group_projection=args.group_projection, bn_momentum=args.bn_momentum, eval_bn=args.eval_bn,
-                     hidden=args.hidden, bptt=args.bptt, extra=extra, plugins=list(args.plugin or []))
+                     hidden=args.hidden, bptt=args.bptt, precision=args.precision, channels_last=args.channels_last,
+                     cudnn_benchmark=args.cudnn_benchmark, compile=args.compile, extra=extra,
+                     plugins=list(args.plugin or []))
 
 
 def _run(args) -> int:
@@ -187,6 +189,15 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--hidden", type=int, default=None, help="LSTMs: override the profile's units per layer")
     r.add_argument("--bptt", type=int, default=None, help="LSTMs: override the profile's truncated-BPTT length")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fast = r.add_argument_group("speed (recorded in the run's config; README: speed features)")
+    fast.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                      help="fp32 | bf16 | fp16: torch.autocast (fp16 with a GradScaler per optimiser)")
+    fast.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                      help="conv models in channels_last memory format (default: on for CUDA conv models)")
+    fast.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=None,
+                      help="let cudnn time and pick its kernels (default: on for CUDA)")
+    fast.add_argument("--compile", action="store_true",
+                      help="torch.compile every group's body (eager, with a one-line warning, where it fails)")
     r.add_argument("--executor", default="inprocess", choices=("inprocess", "distributed"),
                    help="inprocess: all groups in this process; distributed: one worker process per group")
     r.add_argument("--schedule", default="lockstep", choices=("lockstep", "overlapped", "pipelined"),

@@ -30,7 +30,8 @@ NOT_SETTINGS = ("out", "resume", "data_root", "plugins", "tag")
 
 # What a record from before a setting existed ran with (its config has no such key).
 LEGACY = {"assumption1_batches": 1, "final_eval_limit": None, "classifier": "pool", "group_projection": False,
-          "bn_momentum": 0.1, "eval_bn": "running"}
+          "bn_momentum": 0.1, "eval_bn": "running", "precision": "fp32", "channels_last": False,
+          "cudnn_benchmark": False, "compile": False}
 
 
 def differing_settings(a: dict, b: dict) -> list[str]:
@@ -45,6 +46,7 @@ def differing_settings(a: dict, b: dict) -> list[str]:
     return sorted(k for k in keys if value(a, k) != value(b, k))
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
 SPLIT_OBJECTIVES = ("slowest", "throughput")  # the timed rule's: least-loaded slowest group, or the cost model's
 
 
@@ -86,6 +88,11 @@ class RunConfig:
     group_projection: bool = False  # the authors' projection shortcut on the first block of every group
     bn_momentum: float | None = None  # torch's BatchNorm momentum (profile: paper 0.003, the authors' TF decay 0.997)
     eval_bn: str = "running"        # evaluate with BN's running statistics | batch (LC(3).py: training mode)
+    # --- speed (README: speed features); recorded, and fp32 / eager at every profile unless asked ---
+    precision: str = "fp32"         # fp32 | bf16 | fp16 (torch.autocast; fp16 with a GradScaler per optimiser)
+    channels_last: bool | None = None  # conv models in channels_last memory (None: on for CUDA conv models)
+    cudnn_benchmark: bool | None = None  # cudnn picks the fastest kernels (None: on for CUDA)
+    compile: bool = False           # torch.compile every group's body (eager where it fails, with a warning)
     extra: dict = field(default_factory=dict)  # method options
     # --- LSTMs (lstm2/3/4, Table V); filled by the profile, left None for the CNNs and the MLP ---
     optimizer: str | None = None    # main network: sgd (Nesterov momentum) or adam (the paper's LSTMs)
@@ -99,6 +106,8 @@ class RunConfig:
     def run_id(self) -> str:
         groups = self.groups if self.groups is not None else default_groups(self.model, self.method)
         base = f"{self.data}_{self.model}_{self.method}_k{groups}_{self.profile}_s{self.seed}"
+        if self.precision != "fp32":  # a mixed-precision run never takes an fp32 run's place
+            base += f"_{self.precision}"
         return f"{base}_{self.tag}" if self.tag else base
 
     def hyper(self) -> Hyper:
@@ -239,6 +248,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
                           else _schedule(cfg.steps, cfg.data, cfg.profile))
     if cfg.groups is None:
         cfg.groups = default_groups(cfg.model, cfg.method)
+    cuda = cfg.device.startswith("cuda")
+    if cfg.channels_last is None:  # channels_last helps convolutions on GPUs (tensor cores), not MLPs or LSTMs
+        cfg.channels_last = cuda and cfg.model != "mlp" and not is_lstm(cfg.model)
+    if cfg.cudnn_benchmark is None:
+        cfg.cudnn_benchmark = cuda
     return cfg
 
 
@@ -267,7 +281,7 @@ def _check_numbers(cfg: RunConfig) -> None:
         raise BenchError(f"unknown optimizer {cfg.optimizer!r}; valid optimizers: sgd, adam")
     if cfg.bn_momentum is not None and not (isinstance(cfg.bn_momentum, (int, float)) and 0 <= cfg.bn_momentum <= 1):
         raise BenchError(f"--bn-momentum must be in [0, 1], got {cfg.bn_momentum!r}")
-    for key, valid in (("classifier", CLASSIFIERS), ("eval_bn", ("running", "batch"))):
+    for key, valid in (("classifier", CLASSIFIERS), ("eval_bn", ("running", "batch")), ("precision", PRECISIONS)):
         if getattr(cfg, key) not in valid:
             raise BenchError(f"unknown {key} {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
 
@@ -324,6 +338,9 @@ def prepare(cfg: RunConfig, need_files: bool = True) -> RunConfig:
     options = method.resolve_options(cfg.extra)
     cfg.extra = {k: options[k] for k in cfg.extra}  # as given, typed
     method.check(cfg.model, cfg.groups, cfg.batch_size, options)
+    if cfg.precision == "fp16" and not method.loss_scaling:
+        raise BenchError(f"--precision fp16 needs loss scaling, which {cfg.method} does not do; use --precision bf16 "
+                         f"(no scaling needed)")
     check_device(cfg.device)
     check_out(cfg.out)
     if need_files:

@@ -8,6 +8,7 @@ trains all of it, a distributed worker keeps training its own part.
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,9 @@ from ..predict.search import divisors_for, throughput_cut
 from .evaluate import count_params, sequence_loss
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass
 class Run:
     cfg: RunConfig
@@ -40,6 +44,22 @@ class Run:
     @property
     def text(self) -> bool:
         return self.model.family == "lstm"
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the run's --precision (None: fp32, no autocast)."""
+        return AMP_DTYPES.get(self.cfg.precision)
+
+    @property
+    def wire_dtype(self) -> torch.dtype:
+        """What activations cross a worker boundary as: what autocast computes them in."""
+        return self.amp_dtype or torch.float32
+
+    def autocast(self):
+        """The run's precision around training steps and evaluation (Assumption 1 stays fp32)."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def split_info(self) -> dict:
         """Units, parameters and FLOPs per group and per head, for the record (the report reads them)."""
