@@ -112,8 +112,9 @@ class RunConfig:
 
     def hyper(self) -> Hyper:
         lstm = {} if self.optimizer is None else {"optimizer": self.optimizer, "lr_decay": self.lr_decay}
+        scaling = self.device.partition(":")[0] if self.precision == "fp16" else None
         return Hyper(lr=self.lr, milestones=tuple(self.milestones), weight_decay=self.weight_decay,
-                     aux_lr=self.aux_lr, **lstm)
+                     aux_lr=self.aux_lr, loss_scaling=scaling, **lstm)
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -53,6 +53,7 @@ class AsyncBackprop(GroupRule):
     feedback = Feedback.GRADIENT
     stale_feedback = True
     backend = Backend.STAGES
+    loss_scaling = True
     supported_models = IMAGE_MODELS  # a late backward through a stateful LSTM's carried state: not tried
     min_groups = 2
     options = {
@@ -116,15 +117,18 @@ class AsyncBackprop(GroupRule):
         self.seen[stale] = self.seen.get(stale, 0) + 1
         if self.accumulated == 0:
             self.body_opt.zero_grad(set_to_none=True)
-        out.backward(feedback)
+        if feedback is None:  # the last group: out is its loss
+            self._scaled(out).backward()
+        else:
+            out.backward(self._scaled(feedback).to(out.dtype))
         self.accumulated += 1
         if self.accumulated == self.opts["min_update_frequency"]:
             for p in self.body.parameters():
                 if p.grad is not None:
                     p.grad.div_(self.accumulated)
-            self.body_opt.step()
+            self._step()
             self.accumulated = 0
-        return None if self.ctx.is_first else x.grad
+        return None if self.ctx.is_first else self.scaling.unscaled(x.grad, self.body_opt)
 
     def extras(self) -> dict:
         n = sum(self.seen.values())

@@ -44,6 +44,8 @@ from torch import nn
 
 from bench.errors import BenchError
 
+from .amp import LossScaling
+
 
 class Feedback(str, enum.Enum):
     """What group i+1 sends back to group i."""
@@ -132,6 +134,7 @@ class Hyper:
     weight_decay: float = 5e-4            # L2 on the main network only
     aux_lr: float = 1e-4                  # Adam lr of critics / synthesizers (fixed)
     optimizer: str = "sgd"                # main network: "sgd" (momentum, CNNs) or "adam" (the paper's LSTMs)
+    loss_scaling: str | None = None       # fp16: the device type of the rules' GradScalers (methods/amp.py); None: off
 
     def lr_at(self, step: int) -> float:
         return self.lr * self.lr_decay ** sum(step >= m for m in self.milestones)
@@ -228,6 +231,7 @@ class GroupRule(Method):
         self.hyper = ctx.hyper
         self.head: nn.Module | None = None
         self.body_opt = ctx.hyper.optimizer_for(self.body.parameters())
+        self.scaling = LossScaling(ctx.hyper.loss_scaling)
         self.stats: dict[str, torch.Tensor] = {}  # detached scalars; read lazily (no sync per step)
 
     # --- the rule -------------------------------------------------------------------------
@@ -316,11 +320,19 @@ class GroupRule(Method):
 
     def _last_backward(self) -> None:
         self.body_opt.zero_grad(set_to_none=True)
-        self.loss.backward()
-        self.body_opt.step()
+        self._scaled(self.loss).backward()
+        self._step()
+
+    def _scaled(self, t: torch.Tensor, opt: torch.optim.Optimizer | None = None) -> torch.Tensor:
+        """A loss (or a gradient to backpropagate) scaled for opt (default: the body's), fp16 only (methods/amp.py)."""
+        return self.scaling.scale(t, opt or self.body_opt)
+
+    def _step(self, opt: torch.optim.Optimizer | None = None) -> None:
+        self.scaling.step(opt or self.body_opt)
 
     def _input_grad(self) -> torch.Tensor | None:
-        return None if self.ctx.is_first else self.x.grad
+        """The gradient left on this group's input, unscaled: what goes back to the previous group."""
+        return None if self.ctx.is_first else self.scaling.unscaled(self.x.grad, self.body_opt)
 
 
 class WholeStepRule(Method):
@@ -333,7 +345,13 @@ class WholeStepRule(Method):
         self.hyper = groups[0].hyper
         self.parts: list[dict[str, nn.Module]] = [{"body": g.body} for g in groups]
         self.optims: list[dict[str, torch.optim.Optimizer]] = [{} for _ in groups]
+        self.scaling = LossScaling(self.hyper.loss_scaling)  # one scaler per optimiser (methods/amp.py)
         self.stats: dict[str, torch.Tensor] = {}
+
+    @property
+    def scalings(self) -> list[tuple[LossScaling, dict[str, torch.optim.Optimizer]]]:
+        """The rule's LossScaling and every optimiser it may scale for, by name (checkpoints)."""
+        return [(self.scaling, {f"{i}.{k}": o for i, opts in enumerate(self.optims) for k, o in opts.items()})]
 
     @property
     def bodies(self) -> list[nn.Module]:

@@ -14,6 +14,7 @@ class Backprop(GroupRule):
     description = "backprop of the main loss (the reference)"
     feedback = Feedback.GRADIENT
     backend = Backend.STAGES
+    loss_scaling = True
     look = Look("BP", "#222222", 0)
 
     def forward(self, step, x, y):
@@ -30,9 +31,9 @@ class Backprop(GroupRule):
         else:
             self.body_opt.zero_grad(set_to_none=True)
             self._backpropagate(feedback)
-            self.body_opt.step()
+            self._step()
         return self._input_grad()
 
     def _backpropagate(self, feedback) -> None:
         """The group's gradient, given the gradient of the main loss w.r.t. its output."""
-        self.out.backward(feedback)
+        self.out.backward(self._scaled(feedback).to(self.out.dtype))

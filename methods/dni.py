@@ -29,6 +29,7 @@ class SyntheticGradient(GroupRule):
     updates_in_forward = True
     backend = Backend.STAGES
     local_gradients = True
+    loss_scaling = True
     min_groups = 2
     options = {"l2": L2_OPTION,
                "synth_loss": Option("sample", "the synthesizer's regression: sample = squared norm per sample, "
@@ -67,10 +68,11 @@ class SyntheticGradient(GroupRule):
         h = self.body(self.x)
         synthetic = self.synth(h.detach(), y)
         self.body_opt.zero_grad(set_to_none=True)
-        h.backward(synthetic.detach())
+        h.backward(self._scaled(synthetic.detach()).to(h.dtype))
         if self.opts["l2"] == "authors":
+            self.scaling.unscale_(self.body_opt)
             self._add_authors_l2(synthetic)
-        self.body_opt.step()
+        self._step()
         self.pending[step] = (synthetic, self._input_grad())
         return h.detach()
 
@@ -84,8 +86,8 @@ class SyntheticGradient(GroupRule):
         else:
             synth_loss = (synthetic - feedback.detach()).pow(2).flatten(1).sum(1).mean()
         self.synth_opt.zero_grad(set_to_none=True)
-        synth_loss.backward()
-        self.synth_opt.step()
+        self._scaled(synth_loss, self.synth_opt).backward()
+        self._step(self.synth_opt)
         self.stats["synth_mse"] = synth_loss.detach()
         return input_grad
 

@@ -38,4 +38,5 @@ class JointExits(Backprop):
         return out
 
     def _backpropagate(self, feedback) -> None:
-        torch.autograd.backward([self.exit_loss, self.out], [None, feedback])
+        torch.autograd.backward([self._scaled(self.exit_loss), self.out],
+                                [None, self._scaled(feedback).to(self.out.dtype)])

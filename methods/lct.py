@@ -23,6 +23,7 @@ class LocalCritic(GroupRule):
     updates_in_forward = True
     backend = Backend.STAGES
     local_gradients = True
+    loss_scaling = True
     min_groups = 2
     options = {"l2": L2_OPTION}
     look = Look("LCT", "#1b9e77", 40, suffix="n")
@@ -49,12 +50,13 @@ class LocalCritic(GroupRule):
         h = self.body(x)
         h_cut = h.detach().requires_grad_(True)  # the critic's graph starts here: its loss cannot reach the body
         loss_vec = self.ctx.per_sample_loss(self.head(h_cut), y)
-        (grad_h,) = torch.autograd.grad(loss_vec.mean(), h_cut, retain_graph=True)  # critic weights untouched
+        (grad_h,) = torch.autograd.grad(self._scaled(loss_vec.mean()), h_cut, retain_graph=True)  # critic untouched
         self.body_opt.zero_grad(set_to_none=True)
         h.backward(grad_h)
         if self.opts["l2"] == "authors":
-            self._add_authors_l2(grad_h)
-        self.body_opt.step()
+            self.scaling.unscale_(self.body_opt)
+            self._add_authors_l2(self.scaling.unscaled(grad_h, self.body_opt))
+        self._step()
         self.pending[step] = loss_vec
         self.stats["critic_ce"] = loss_vec.detach().mean()
         return h.detach()
@@ -66,8 +68,8 @@ class LocalCritic(GroupRule):
         loss_vec = self.pending.pop(step)
         critic_loss = (loss_vec - feedback.detach()).abs().mean()
         self.head_opt.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.head_opt.step()
+        self._scaled(critic_loss, self.head_opt).backward()
+        self._step(self.head_opt)
         self.stats["critic_l1"] = critic_loss.detach()
         return None if self.ctx.is_first else loss_vec.detach()
 

@@ -18,6 +18,7 @@ class LocallySupervised(GroupRule):
     updates_in_forward = True
     backend = Backend.STAGES
     local_gradients = True
+    loss_scaling = True
     min_groups = 2
 
     def local_loss(self, h: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -33,8 +34,8 @@ class LocallySupervised(GroupRule):
             loss, terms = self.local_loss(h, y)
         self.stats.update({k: v.detach() for k, v in terms.items()})
         self.body_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.body_opt.step()
+        self._scaled(loss).backward()
+        self._step()
         return None if self.ctx.is_last else h.detach()
 
     def backward(self, step, feedback):

@@ -7,7 +7,6 @@ after another, and every record says so.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 
@@ -35,6 +34,11 @@ class GroupChain:
     @property
     def optims(self) -> list[dict]:
         return [r.optimizers() for r in self.rules]
+
+    @property
+    def scalings(self) -> list:
+        """(LossScaling, the optimisers it scales for, by name) per rule: fp16's scalers, for checkpoints."""
+        return [(r.scaling, r.optimizers()) for r in self.rules]
 
     def step(self, step: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.take_input(x)
@@ -95,22 +99,33 @@ class InProcess:
         self.run, self.trainer = run, run.trainer
 
     def phase(self, start: int, end: int, on_step) -> Phase:
-        """Train steps [start, end); stops at the first non-finite loss."""
-        total, seconds, stream = 0.0, 0.0, self.run.stream
+        """Train steps [start, end). The losses stay on the device until the phase ends (no host sync per
+        step); a non-finite one ends the phase there, as diverged. Each step is timed from its batch on: on
+        a CPU that is its compute; on a GPU the kernels run behind the host, so there the phase's time is
+        its whole wall-clock, up to one synchronise at its end."""
+        seconds, stream, losses = 0.0, self.run.stream, []
+        began = time.perf_counter()
         for step in range(start, end):
             x, y = stream.batch(step)
             t0 = time.perf_counter()
-            loss = self.trainer.step(step, x, y).item()  # also waits for the device: the step is done
+            losses.append(self.trainer.step(step, x, y).detach())
             seconds += time.perf_counter() - t0
-            if not math.isfinite(loss):
-                return Phase(step - start, seconds, total, diverged=f"loss {loss} at step {step}")
-            total += loss
             on_step()
         if isinstance(self.trainer, GroupChain):  # a phase ends drained, as on real workers
             t0 = time.perf_counter()
             self.trainer.drain()
             seconds += time.perf_counter() - t0
-        return Phase(end - start, seconds, total)
+        if self.run.device.type == "cuda":
+            torch.cuda.synchronize(self.run.device)
+            seconds = time.perf_counter() - began
+        if not losses:
+            return Phase(0, seconds, 0.0)
+        values = torch.stack(losses).float().cpu()
+        bad = (~torch.isfinite(values)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            return Phase(i, seconds, float(values[:i].sum()), diverged=f"loss {float(values[i])} at step {start + i}")
+        return Phase(end - start, seconds, float(values.sum()))
 
     def start_timing(self) -> None:
         pass

@@ -24,6 +24,7 @@ from ..models.split import Split, make_split, module_flops, unit_flops
 from ..predict.calibration import DIVISORS, Calibration, measure
 from ..predict.link import preset_for
 from ..predict.search import divisors_for, throughput_cut
+from . import speedups
 from .evaluate import count_params, sequence_loss
 
 
@@ -56,10 +57,13 @@ class Run:
         return self.amp_dtype or torch.float32
 
     def autocast(self):
-        """The run's precision around training steps and evaluation (Assumption 1 stays fp32)."""
+        """The run's precision around training steps and evaluation (Assumption 1 stays fp32). Without
+        autocast's weight-cast cache: the loop holds one context over a whole phase, and a cached bf16 copy
+        of a weight would outlive the optimiser steps that change the weight (rules update their group
+        inside forward and backward, several steps interleaved on the overlapped schedules)."""
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=False)
 
     def split_info(self) -> dict:
         """Units, parameters and FLOPs per group and per head, for the record (the report reads them)."""
@@ -189,6 +193,7 @@ def build(cfg: RunConfig, device: str | None = None) -> Run:
         set_bn_momentum(part.values(), cfg.bn_momentum)
         for m in part.values():
             m.to(device)
+    stream = speedups.apply(cfg, trainer, stream, device)  # channels_last, cudnn.benchmark, torch.compile
     return Run(cfg, method, ds, model, split, trainer, stream, device)
 
 

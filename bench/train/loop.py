@@ -73,7 +73,8 @@ class Loop:
         cfg, engine = self.run.cfg, self.engine
         align = getattr(engine, "align", lambda s: s)
         for end, what in phase_ends(cfg, start, self.warmup, self.evaluate, align).items():
-            phase = engine.phase(start, end, self.bar.update)
+            with self.run.autocast():  # the run's --precision, for every executor (Assumption 1 stays fp32)
+                phase = engine.phase(start, end, self.bar.update)
             if "warmup" in what:  # warm-up over: start the clock and the counters
                 engine.start_timing()
                 start = end
@@ -110,8 +111,9 @@ class Loop:
             if self.evaluate:
                 t0 = time.perf_counter()
                 limit = cfg.final_eval_limit if end == cfg.steps else cfg.eval_limit
-                ev = evaluate(run.trainer.network(), run.data.eval_batches(EVAL_BATCH, run.device, limit=limit),
-                              text=run.text, bn=cfg.eval_bn)
+                with run.autocast():  # evaluation in the run's precision
+                    ev = evaluate(run.trainer.network(), run.data.eval_batches(EVAL_BATCH, run.device, limit=limit),
+                                  text=run.text, bn=cfg.eval_bn)
                 self.writer.add_evaluation(ev, time.perf_counter() - t0)
                 self.engine.after_evaluation()
                 self._say(end, ev)
@@ -159,7 +161,8 @@ def checkpoint_state(run: Run, step: int, record: dict) -> dict:
     t = run.trainer
     return {"step": step, "record": record,
             "modules": [{k: m.state_dict() for k, m in part.items()} for part in t.parts],
-            "optimizers": [{k: o.state_dict() for k, o in opts.items()} for opts in t.optims]}
+            "optimizers": [{k: o.state_dict() for k, o in opts.items()} for opts in t.optims],
+            "scalers": [scaling.state_dict(opts) for scaling, opts in t.scalings]}  # fp16's GradScalers
 
 
 def load_checkpoint(run: Run, state: dict) -> None:
@@ -169,6 +172,8 @@ def load_checkpoint(run: Run, state: dict) -> None:
             m.load_state_dict(mods[k])
         for k, o in opts.items():
             o.load_state_dict(saved[k])
+    for (scaling, opts), saved in zip(t.scalings, state.get("scalers", [])):
+        scaling.load_state_dict(opts, saved)
 
 
 DIVERGED_EXIT = 3  # `python -m bench run` exits with this where the loss was not finite
