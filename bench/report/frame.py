@@ -110,7 +110,7 @@ def executor_of(rec: dict) -> str:
 def setting_of(rec: dict, threads: bool = True) -> str:
     """The run's conditions beyond its profile that make two numbers comparable: width, batch, steps, split
     rule, threads (per worker on real workers; left out with threads=False, for what they cannot change, like
-    a sub-model's FLOPs), and units and BPTT for the LSTMs."""
+    a sub-model's FLOPs), units and BPTT for the LSTMs, and the speed settings other than the defaults."""
     c = rec["config"]
     width = c.get("width")
     parts = [f"width {'-' if width is None else format(width, 'g')}", f"batch {c.get('batch_size')}",
@@ -118,6 +118,10 @@ def setting_of(rec: dict, threads: bool = True) -> str:
              + ("" if c.get("split_objective", "slowest") == "slowest" else f" ({c['split_objective']})")]
     if c.get("hidden"):
         parts.append(f"{c['hidden']} units, bptt {c.get('bptt')}")
+    # the speed settings: mixed precision is another number; channels_last and compile are another speed
+    if c.get("precision", "fp32") != "fp32":
+        parts.append(c["precision"])
+    parts += [name for key, name in (("channels_last", "channels_last"), ("compile", "compiled")) if c.get(key)]
     parallel = executor_of(rec) != "simulated"
     n = (c.get("distributed") or {}).get("threads_per_worker") if parallel else c.get("threads")
     if n and threads:
