@@ -342,6 +342,9 @@ def prepare(cfg: RunConfig, need_files: bool = True) -> RunConfig:
     if cfg.precision == "fp16" and not method.loss_scaling:
         raise BenchError(f"--precision fp16 needs loss scaling, which {cfg.method} does not do; use --precision bf16 "
                          f"(no scaling needed)")
+    if cfg.precision != "fp32" and is_lstm(cfg.model) and not cfg.device.startswith("cuda"):
+        raise BenchError(f"--precision {cfg.precision} LSTMs run on CUDA only (torch's CPU LSTM kernel, oneDNN's, "
+                         f"refuses reduced precision); use --precision fp32 on the CPU")
     check_device(cfg.device)
     check_out(cfg.out)
     if need_files:

@@ -92,6 +92,13 @@ def test_fp16_is_refused_for_a_method_without_loss_scaling(tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
+def test_a_mixed_precision_lstm_on_the_cpu_is_refused(tmp_path, capsys):
+    code = main(["run", "--method", "lct", "--model", "lstm2", "--data", "pytext", "--precision", "bf16",
+                 "--out", str(tmp_path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "CUDA only" in err and len(err.splitlines()) == 1 and not any(tmp_path.iterdir())
+
+
 def test_a_mixed_precision_run_never_takes_an_fp32_runs_place(tmp_path):
     assert _cfg(tmp_path, precision="bf16").run_id.endswith("_bf16")
     assert _cfg(tmp_path).run_id.endswith("_s0")
