@@ -33,21 +33,27 @@ def _modules(network: Network) -> list[nn.Module]:
 
 
 class _Score:
-    """Running totals of one output: samples (characters), nats, top-1 and top-5 hits, predicted classes."""
+    """Running totals of one output: samples (characters), nats, top-1 and top-5 hits, predicted classes. The
+    totals stay on the device (no host sync per batch) until `done` reads them once."""
 
     def __init__(self):
-        self.n, self.nats, self.top1, self.top5, self.predicted = 0, 0.0, 0, 0, None
+        self.n, self.sums, self.predicted = 0, None, None
 
     def add(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         flat, target = logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1)
-        self.nats += F.cross_entropy(flat, target, reduction="sum").item()
         pred = flat.argmax(1)
-        self.top1 += (pred == target).sum().item()
         k = min(5, flat.shape[1])  # all of them when there are 5 classes or fewer
-        self.top5 += (flat.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum().item()
+        sums = torch.stack([F.cross_entropy(flat, target, reduction="sum").double(),
+                            (pred == target).sum().double(),
+                            (flat.topk(k, dim=1).indices == target[:, None]).any(dim=1).sum().double()])
         counts = torch.bincount(pred, minlength=flat.shape[1])
+        self.sums = sums if self.sums is None else self.sums + sums
         self.predicted = counts if self.predicted is None else self.predicted + counts
         self.n += target.numel()
+
+    def done(self) -> "_Score":
+        self.nats, self.top1, self.top5 = self.sums.tolist()
+        return self
 
     @property
     def mode_share(self) -> float:
@@ -94,7 +100,8 @@ def evaluate(network: Network, batches, text: bool = False, bn: str = "running")
         buf.copy_(value)
     for m in modules:
         m.train(True)
-    sub = list(subs.values())
+    main.done()
+    sub = [s.done() for s in subs.values()]
     out = {"test_acc": 100.0 * main.top1 / main.n, "test_loss": main.nats / main.n,
            "sub_acc": [100.0 * s.top1 / s.n for s in sub],
            "test_top5": 100.0 * main.top5 / main.n, "sub_top5": [100.0 * s.top5 / s.n for s in sub],
