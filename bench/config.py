@@ -339,6 +339,9 @@ def prepare(cfg: RunConfig, need_files: bool = True) -> RunConfig:
     options = method.resolve_options(cfg.extra)
     cfg.extra = {k: options[k] for k in cfg.extra}  # as given, typed
     method.check(cfg.model, cfg.groups, cfg.batch_size, options)
+    if cfg.precision != "fp32" and not method.autocast:
+        raise BenchError(f"{cfg.method} runs in fp32 only (its step does not run under autocast); drop --precision "
+                         f"{cfg.precision}")
     if cfg.precision == "fp16" and not method.loss_scaling:
         raise BenchError(f"--precision fp16 needs loss scaling, which {cfg.method} does not do; use --precision bf16 "
                          f"(no scaling needed)")

@@ -124,6 +124,7 @@ class Admm(WholeStepRule):
     description = "ADMM without gradients (Taylor et al. 2016): least-squares / closed-form layer sub-steps"
     supported_models = ("mlp",)
     backend = Backend.NONE
+    autocast = False  # closed-form least squares by Cholesky: in bf16 its normal equations are not positive definite
     options = {
         "beta": Option(1.0, "weight of the ||z - W a||^2 constraint terms", minimum=0),
         "gamma": Option(10.0, "weight of the ||a - h(z)||^2 activation terms", minimum=0),

@@ -25,6 +25,7 @@ report; nothing outside `methods/` asks for a method by its name):
                      declare an option `max_stale`, the bound it is run under, in process and on real workers
   backend            which distributed backend runs it on real workers (or none: in process only)
   local_gradients    whether groups follow a gradient other than the true one (Assumption 1 applies)
+  autocast           whether the rule may run under autocast (`--precision bf16|fp16`); False for exact solvers
   loss_scaling       whether the rule scales its losses for fp16 (`self.scaling`, methods/amp.py): what
                      makes `--precision fp16` legal
   needs_input        whether every group's rule also sees the network's input batch (`take_input`, before
@@ -193,6 +194,7 @@ class Method:
     backend: ClassVar[Backend] = Backend.NONE
     local_gradients: ClassVar[bool] = False
     needs_input: ClassVar[bool] = False
+    autocast: ClassVar[bool] = True
     loss_scaling: ClassVar[bool] = False
     supported_models: ClassVar[tuple[str, ...] | None] = None  # names in bench.models.MODELS; None: all
     min_groups: ClassVar[int] = 1

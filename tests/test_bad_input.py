@@ -67,8 +67,9 @@ CASES = [
     (["run", "--method", "lct", "--groups", "2", "--out", "{file}/runs"], "is a file, not a folder"),
     # run: speed settings
     ([*LCT, "--precision", "fp8"], "invalid choice: 'fp8'"),
-    ([*RUN, "--method", "admm", "--model", "mlp", "--groups", "2", "--precision", "fp16"], "use --precision bf16"),
+    ([*RUN, "--method", "auxvar", "--model", "mlp", "--groups", "2", "--precision", "fp16"], "use --precision bf16"),
     ([*LCT, "--model", "lstm2", "--data", "pytext", "--precision", "bf16"], "LSTMs run on CUDA only"),
+    ([*RUN, "--method", "admm", "--model", "mlp", "--groups", "2", "--precision", "bf16"], "runs in fp32 only"),
     # run: method options
     ([*LCT, "--option", "critic"], "--option wants key=value"),
     ([*LCT, "--option", "nope=1"], "lct: unknown option(s) nope"),

@@ -85,7 +85,7 @@ def test_loss_scaling_gives_the_true_gradient_and_skips_an_overflow():
 
 
 def test_fp16_is_refused_for_a_method_without_loss_scaling(tmp_path, capsys):
-    code = main(["run", "--method", "admm", "--model", "mlp", "--groups", "2", "--precision", "fp16",
+    code = main(["run", "--method", "auxvar", "--model", "mlp", "--groups", "2", "--precision", "fp16",
                  "--out", str(tmp_path), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "use --precision bf16" in err and len(err.splitlines()) == 1
