@@ -147,3 +147,20 @@ def test_compiled_groups_compute_what_eager_ones_do(tmp_path, capsys):
             assert torch.allclose(a["body"](x), b["body"](x), atol=1e-5)
             x = a["body"](x)
     assert "--compile" not in capsys.readouterr().err  # compiled, not the eager fallback
+
+
+def test_every_method_that_allows_autocast_trains_in_bf16(tmp_path):
+    """bf16 through every suite method's rule (MLP, 20 steps): completed with a finite loss; fp16 too for the
+    methods that declare loss scaling."""
+    from methods import create_method, list_methods
+
+    from helpers import model_for
+
+    for name in list_methods():
+        method = create_method(name)
+        if not method.__module__.startswith("methods.") or not method.autocast:
+            continue
+        for precision in ("bf16", "fp16") if method.loss_scaling else ("bf16",):
+            rec = _acc(tmp_path / name, method=name, model=model_for(name, "mlp"), precision=precision, steps=20,
+                       eval_every=20, final_eval_limit=200)
+            assert rec["status"] == "completed" and rec["curves"]["train_loss"][-1] < 10, (name, precision)
