@@ -169,6 +169,20 @@ def speed(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def overhead(session: nox.Session) -> None:
+    """The suite's bp step against a plain PyTorch loop, interleaved (CPU by default, ~1 min) -> results/overhead-cpu.md, .csv."""
+    install(session)
+    session.run("python", "-m", "bench", "overhead", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def gpu_check(session: nox.Session) -> None:
+    """The prepared check for a GPU box (<= 8 min, synthetic data): overhead fp32/bf16, five methods, 2 workers, NVML vs torch memory -> results/gpu-check-<gpu>.md."""
+    install(session)
+    session.run("python", "-m", "bench", "gpu-check", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def predict_check(session: nox.Session) -> None:
     """The cost model against the speed benchmark's real runs here (reads results/speed-cpu*, calibrates for seconds): predicted vs measured samples/s and comm share; exit 1 beyond 15%."""
     install(session)

@@ -1,5 +1,5 @@
 """Command line: `python -m bench {run,sweep,speed,report,count,check-assumption1,list,calibrate,predict,predict-check,
-download} ...`.
+download,overhead,gpu-check} ...`.
 
 Exit status: 0 done; 2 a user error (bad input, missing data, a record or run in the way), printed on one
 line, nothing written; 1 a run that failed (why, on one line; the record says `failed`); 3 a run whose loss
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from methods import GroupRule, create_method, list_methods, load_plugins
 
-from . import data
+from . import data, gpucheck, overhead
 from .config import PRECISIONS, PROFILES, SPLIT_OBJECTIVES, RunConfig, check_out
 from .errors import BenchError
 from .exec.launch import run_distributed
@@ -135,6 +135,19 @@ def _list(args) -> None:
 
 def _download(args) -> None:
     data.download(args.dataset, data.resolve_data_root(args.data_root))
+
+
+def _overhead(args) -> None:
+    overhead.run_overhead(overhead.Setting(
+        device=args.device, model=args.model, data=args.data, width=args.width, batch_size=args.batch_size,
+        precision=args.precision, steps=args.steps, rounds=args.rounds, threads=args.threads,
+        data_root=args.data_root, out=args.out))
+
+
+def _gpu_check(args) -> int:
+    sizes = gpucheck.Sizes.for_device(args.device, width=args.width, batch_size=args.batch_size, steps=args.steps,
+                                      rounds=args.rounds)
+    return gpucheck.run_gpu_check(sizes, args.out)
 
 
 def _plugin(p: argparse.ArgumentParser) -> None:
@@ -293,6 +306,36 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("dataset")
     d.add_argument("--data-root", default=None)
     d.set_defaults(func=_download)
+
+    o = sub.add_parser("overhead", help="the suite's bp step against a plain PyTorch loop, interleaved (md + CSV)")
+    od = overhead.Setting()  # its defaults
+    o.add_argument("--device", default=od.device, help="cpu, cuda or cuda:N")
+    o.add_argument("--model", default=od.model)
+    o.add_argument("--data", default=None,
+                   help="an image data set (default: digits on the CPU, synthetic_cifar, paper-shaped, on a GPU)")
+    o.add_argument("--data-root", default=None)
+    o.add_argument("--width", type=float, default=od.width, help="width multiplier of the ResNet")
+    o.add_argument("--batch-size", type=int, default=od.batch_size)
+    o.add_argument("--precision", default=od.precision, choices=PRECISIONS)
+    o.add_argument("--steps", type=int, default=od.steps, help="steps per timed phase")
+    o.add_argument("--rounds", type=int, default=od.rounds,
+                   help="timed phases of each loop (suite, plain, plain again), who goes first rotating")
+    o.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: 1 on the CPU, where a shared core scatters timings; torch's "
+                        "default on a GPU)")
+    o.add_argument("--out", default=od.out, help="folder for overhead-<device>[-<precision>].md and .csv")
+    o.set_defaults(func=_overhead)
+
+    g = sub.add_parser("gpu-check", help="the prepared check for a GPU box: overhead, methods, 2 workers, memory "
+                                         "(synthetic data, <= 8 min); --device cpu: a dry run at tiny sizes")
+    g.add_argument("--device", default="cuda", help="cuda or cuda:N; cpu: a dry run at tiny sizes")
+    g.add_argument("--width", type=float, default=None, help="override the width (default: 1, the paper's; "
+                   "dry: 1/16)")
+    g.add_argument("--batch-size", type=int, default=None, help="override the batch (default: 128; dry: 16)")
+    g.add_argument("--steps", type=int, default=None, help="override the steps per phase (default: 10; dry: 2)")
+    g.add_argument("--rounds", type=int, default=None, help="override the overhead's rounds (default: 5; dry: 2)")
+    g.add_argument("--out", default="results", help="folder for gpu-check-<gpu>.md")
+    g.set_defaults(func=_gpu_check)
     return p
 
 

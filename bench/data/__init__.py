@@ -2,7 +2,9 @@
 
 - images.py:   digits (scikit-learn's 8x8, offline), mnist, fashion_mnist, cifar10, cifar100, in memory;
 - imagenet.py: imagenet / imagenet64, an ImageFolder tree streamed from disk;
-- text.py:     ptb, enwik8 and pytext (the standard library's help text), character level.
+- text.py:     ptb, enwik8 and pytext (the standard library's help text), character level;
+- synthetic.py: synthetic_cifar, synthetic_mnist, synthetic_imagenet64: random inputs and labels generated
+                in memory, for speed and memory measurements only (nothing to learn).
 
     ds = load_dataset("cifar10", resolve_data_root(None))   # one-line error naming missing files
     x, y = ds.stream(128, seed=0, device="cpu").batch(step)  # deterministic in (seed, step)
@@ -15,11 +17,11 @@ from pathlib import Path
 
 from bench.errors import BenchError
 
-from . import imagenet, images, text
+from . import imagenet, images, synthetic, text
 from .spec import DataSpec
 
 DATA_ENV = "LCTBENCH_DATA"
-REGISTRY: dict[str, DataSpec] = {s.name: s for family in (images, imagenet, text) for s in family.SPECS}
+REGISTRY: dict[str, DataSpec] = {s.name: s for family in (images, imagenet, text, synthetic) for s in family.SPECS}
 DATASETS: tuple[str, ...] = tuple(REGISTRY)
 
 

@@ -24,7 +24,7 @@ import torch
 
 from bench.errors import BenchError
 
-from .images import AUGMENT_STREAM, PERMUTATION_STREAM, derived_seed
+from .images import AUGMENT_STREAM, PERMUTATION_STREAM, derived_seed, to_device
 from .spec import DataSpec
 
 IMAGE_SIZES = {"imagenet": 224, "imagenet64": 64}
@@ -152,7 +152,10 @@ class ImageFolderStream:
         size = self.ds.image_size
         items = [self.ds.train[j] for j in idx]
         xs = list(self._pool.map(lambda a: decode(a[0][0], size, tuple(a[1]), a[2]), zip(items, offsets, flips)))
-        return torch.from_numpy(np.stack(xs)), torch.tensor([y for _, y in items], dtype=torch.int64)
+        x, y = torch.from_numpy(np.stack(xs)), torch.tensor([y for _, y in items], dtype=torch.int64)
+        if self.device.type == "cuda":  # pinned here, in the background, so that `batch` copies without waiting
+            x, y = x.pin_memory(), y.pin_memory()
+        return x, y
 
     def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         if step < 0:
@@ -162,19 +165,20 @@ class ImageFolderStream:
         else:
             x, y = self._load(step)
         self._ahead = (step + 1, self._prefetch.submit(self._load, step + 1))
-        return x.to(self.device), y.to(self.device)
+        return to_device(x, self.device), to_device(y, self.device)
 
 
 def eval_batches(ds: ImageFolderData, batch_size: int, device, split: str = "test", limit: int | None = None):
     """(x, y) over val/ (or train/) in order, centre crops, no augmentation; `limit` caps the images."""
     items = ds.test if split == "test" else ds.train
+    device = torch.device(device)
     n = len(items) if limit is None else min(len(items), limit)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for start in range(0, n, batch_size):
             chunk = items[start:min(start + batch_size, n)]
             xs = list(pool.map(lambda a: decode(a[0], ds.image_size, None, False), chunk))
-            yield (torch.from_numpy(np.stack(xs)).to(device),
-                   torch.tensor([y for _, y in chunk], dtype=torch.int64).to(device))
+            yield (to_device(torch.from_numpy(np.stack(xs)), device),
+                   to_device(torch.tensor([y for _, y in chunk], dtype=torch.int64), device))
 
 
 def _no_download(name: str, root: Path) -> None:

@@ -11,7 +11,7 @@ import gzip
 import pickle
 import shlex
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class Dataset:
     num_classes: int
     augment: bool  # random crop + horizontal flip during training (CIFAR)
     source: str  # where the data was read from
+    _pinned: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # split -> pinned copy
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -86,10 +87,15 @@ class Dataset:
         if split not in ("test", "train"):
             raise BenchError(f"unknown split {split!r}; choose 'test' or 'train'")
         x, y = (self.test_x, self.test_y) if split == "test" else (self.train_x, self.train_y)
+        device = torch.device(device)
+        if device.type == "cuda":  # pinned once, so that every batch is copied without waiting
+            if split not in self._pinned:
+                self._pinned[split] = (x.pin_memory(), y.pin_memory())
+            x, y = self._pinned[split]
         n = len(y) if limit is None else min(len(y), limit)
         for start in range(0, n, batch_size):
             end = min(start + batch_size, n)
-            yield x[start:end].to(device), y[start:end].to(device)
+            yield to_device(x[start:end], device), to_device(y[start:end], device)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -299,6 +305,15 @@ def derived_seed(seed: int, stream: int, counter: int) -> int:
 PERMUTATION_STREAM, AUGMENT_STREAM = 0, 1
 
 
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`. To a GPU through pinned memory and without waiting: a copy from pageable
+    memory first waits for every kernel queued so far, so drawing the next batch would stall the GPU's queue.
+    (The pinned buffer is not reused before the copy is done: torch's pinned allocator records it.)"""
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def crop_and_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor,
                   pad: int = CROP_PAD) -> torch.Tensor:
     """Crop each image of x (B, C, H, W), zero-padded by `pad`, at offset (dy, dx) in 0..2*pad, then mirror it
@@ -316,7 +331,9 @@ def crop_and_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: tor
 class BatchStream:
     """Training batches on a device, deterministic in (seed, step), so a resumed run sees the same batches.
 
-    Random numbers are drawn on the CPU so the batches do not depend on the device either."""
+    The training set is moved to the device once; each batch is gathered and augmented there. Only the random
+    numbers (the epoch's permutation, a step's crops and flips) are drawn on the CPU, so the batches do not
+    depend on the device either, and copied over without waiting (`to_device`)."""
 
     def __init__(self, ds: Dataset, batch_size: int, seed: int, device: torch.device | str = "cpu"):
         n = len(ds.train_y)
@@ -335,7 +352,7 @@ class BatchStream:
     def _permutation(self, epoch: int) -> torch.Tensor:
         if epoch != self._epoch:  # consecutive steps share an epoch: draw its permutation once
             g = torch.Generator().manual_seed(derived_seed(self.seed, PERMUTATION_STREAM, epoch))
-            self._perm = torch.randperm(len(self._y), generator=g).to(self.device)
+            self._perm = to_device(torch.randperm(len(self._y), generator=g), self.device)
             self._epoch = epoch
         return self._perm
 
@@ -347,8 +364,8 @@ class BatchStream:
         x, y = self._x[idx], self._y[idx]
         if self.ds.augment:
             g = torch.Generator().manual_seed(derived_seed(self.seed, AUGMENT_STREAM, step))
-            offsets = torch.randint(0, 2 * CROP_PAD + 1, (2, len(idx)), generator=g).to(self.device)
-            flip = (torch.rand(len(idx), generator=g) < 0.5).to(self.device)
+            offsets = to_device(torch.randint(0, 2 * CROP_PAD + 1, (2, len(idx)), generator=g), self.device)
+            flip = to_device(torch.rand(len(idx), generator=g) < 0.5, self.device)
             x = crop_and_flip(x, offsets[0], offsets[1], flip)
         return x, y
 
