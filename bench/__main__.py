@@ -229,6 +229,9 @@ def parser() -> argparse.ArgumentParser:
                    help="distributed: seconds a worker waits on a peer (message, collective, barrier) before the run fails")
     r.add_argument("--eval-timeout", dest="eval_timeout_s", type=float, default=900.0,
                    help="distributed: seconds the others may wait on top of --comm-timeout while rank 0 evaluates")
+    r.add_argument("--share-gpu", action="store_true",
+                   help="distributed, --device cuda: workers share the visible GPUs (gloo, messages staged through "
+                        "host memory): a functional run, never a speed measurement")
     r.set_defaults(func=_run)
 
     sp = sub.add_parser("speed", help="throughput of bp, ddp, gpipe, dni, lct on real workers (table + CSV)")

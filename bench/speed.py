@@ -33,7 +33,7 @@ from .config import RunConfig, prepare
 from .errors import BenchError
 from .exec import pp_schedules
 from .exec.launch import run_distributed, schedule_name
-from .exec.settings import DistConfig
+from .exec.settings import DistConfig, shared_gpu
 from .predict.model import predict_record
 from .predict.probe import measure_link
 from .train.build import calibrate, measure_split
@@ -198,6 +198,8 @@ def _run_all(todo: list[Case], repeats: int, settings: dict, folder: Path):
             print(f"speed [{rep + 1}/{repeats}]: {case.label} ...", end=" ", flush=True)
             try:
                 record = read_record(run_distributed(cfg, dcfg, log_dir=folder / case.label / f"run{rep + 1}" / "logs"))
+                if shared_gpu(record):  # its workers shared a GPU: a functional run, its times measure nothing
+                    raise BenchError("a functional (shared-GPU) run is not a speed measurement")
             except BenchError as e:
                 errors[case.label] = str(e)
                 print(f"failed: {e}", flush=True)

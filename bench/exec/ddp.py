@@ -14,11 +14,14 @@ from bench.errors import BenchError
 from bench.models.split import Split
 from bench.train.build import contexts
 
-from .engine import CALIBRATION_REPS, WorkerEngine
+from .engine import CALIBRATION_REPS, WorkerEngine, synchronize
 from .meter import Meter
 
 
 class DataParallelWorkers(WorkerEngine):
+    """Parameters and their gradients stay float32 under autocast, so the all-reduce moves float32 whatever
+    the precision (fp16: a GradScaler's scaled gradients, unscaled by its step after the all-reduce)."""
+
     own_schedule = "allreduce"
 
     @classmethod
@@ -47,13 +50,11 @@ class DataParallelWorkers(WorkerEngine):
             x, y = self.run.stream.batch(step)
             x, y = x.chunk(k)[self.rank].to(self.device), y.chunk(k)[self.rank].to(self.device)
             rule.set_step(step)
-            t0 = self.now()
-            rule.forward(step, x, y)
-            t1 = self.now()
-            rule.backward(step, None)
-            waited = self.tail.end_step()
-            self.fwd_s += t1 - t0
-            self.bwd_s += self.now() - t1 - waited  # the all-reduce tail is communication
+            with self.clock.region("forward"):
+                rule.forward(step, x, y)
+            with self.clock.region("backward"):
+                rule.backward(step, None)
+            self.clock.add("backward", -self.tail.end_step())  # the all-reduce tail is communication
             self.track(rule.stats["loss"])
             on_step()
 
@@ -75,8 +76,9 @@ class DataParallelWorkers(WorkerEngine):
             dist.barrier(group=self.comms.ctrl)
             t0 = time.perf_counter()
             dist.all_reduce(buf, group=self.comms.fwd)
+            synchronize(self.device)
             if rep:
-                times.append(self.now() - t0)
+                times.append(time.perf_counter() - t0)
         return sorted(times)[len(times) // 2]
 
 

@@ -7,9 +7,10 @@ schedule that goes on without waiting for feedback is *overlapped*.
 
 A backend (stages.py, pipelining.py, ddp.py, rounds.py) says how its worker trains a phase of steps
 (`steps`) and what it moves (`calibrate`); this base class does the rest the same way for all of them:
-the phase clock between barriers (so evaluation and warm-up stay out of the step time), the loss of the
-phase over every worker, the communication meter, memory, gathering every group's weights on rank 0
-for evaluation, and the per-worker figures of the record.
+the phase clock between barriers (so evaluation and warm-up stay out of the step time), the compute
+stopwatch (CUDA events on a GPU: the host syncs once per phase, not per step; meter.Stopwatch), the loss
+of the phase over every worker, the communication meter, memory, gathering every group's weights on rank
+0 for evaluation, and the per-worker figures of the record.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..errors import BenchError
-from .meter import Memory, Meter
+from .meter import Memory, Meter, Stopwatch
 from .phase import Phase
 from .settings import DistConfig
 
@@ -44,33 +45,48 @@ class Comms:
 
 
 def init_comms(cfg: RunConfig, dcfg: DistConfig) -> tuple[torch.device, Comms]:
-    """This rank's device (one GPU per local rank) and process groups. Every wait obeys --comm-timeout, but
-    the others' wait for rank 0's evaluation, which gets --eval-timeout more."""
-    local_rank = int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+    """This rank's device (one GPU per local rank; --share-gpu: local rank modulo the GPUs) and process groups
+    (NCCL between GPUs; gloo on CPU, and for workers sharing a GPU, which NCCL refuses). Every wait obeys
+    --comm-timeout, but the others' wait for rank 0's evaluation, which gets --eval-timeout more."""
+    local_rank = local_ranks()[1]
     cuda = cfg.device.startswith("cuda")
-    device = torch.device(f"cuda:{local_rank}") if cuda else torch.device("cpu")
+    device = torch.device("cpu")
     if cuda:
+        device = torch.device(f"cuda:{local_rank % torch.cuda.device_count() if dcfg.share_gpu else local_rank}")
         torch.cuda.set_device(device)
+    nccl = cuda and not dcfg.share_gpu
     timeout = timedelta(seconds=dcfg.timeout_s)
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout, **({"device_id": device} if cuda else {}))
+    dist.init_process_group("nccl" if nccl else "gloo", timeout=timeout, **({"device_id": device} if nccl else {}))
     evaluation = timedelta(seconds=dcfg.timeout_s + dcfg.eval_timeout_s)
     return device, Comms(fwd=dist.new_group(timeout=timeout), bwd=dist.new_group(timeout=timeout),
                          ctrl=dist.new_group(backend="gloo", timeout=timeout),
                          evaluation=dist.new_group(backend="gloo", timeout=evaluation))
 
 
+def local_ranks() -> tuple[int, int]:
+    """(node rank, local rank) of this worker: torchrun's GROUP_RANK and LOCAL_RANK (a local launch: node 0)."""
+    return int(os.environ.get("GROUP_RANK", 0)), int(os.environ.get("LOCAL_RANK", os.environ["RANK"]))
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the kernels queued on a GPU (nothing to wait for on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class WorkerEngine:
     checkpoints = False              # a distributed run is not resumed (start it again)
     announce = True                  # rank 0 prints a line per evaluation
-    record_header = {"executor": "distributed", "parallel": "parallel"}
+    shares_gpu = False               # whether --share-gpu can run it (its links stage through host memory)
 
     def __init__(self, run, dcfg: DistConfig, comms: Comms):
         self.run, self.dcfg, self.comms = run, dcfg, comms
         self.cfg, self.trainer, self.device = run.cfg, run.trainer, run.device
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         self.writes_record = self.rank == 0
-        self.meter = Meter(dcfg.timeout_s, self.rank, nccl=self.device.type == "cuda")
-        self.fwd_s = self.bwd_s = 0.0  # time inside the rule's forward / backward (compute)
+        self.meter = Meter(dcfg.timeout_s, self.rank, nccl=dist.get_backend() == "nccl")
+        self.clock = Stopwatch(self.device)  # time inside the rule's forward / backward (compute)
+        self.wire = torch.device("cpu") if dcfg.share_gpu else self.device  # where boundary tensors travel from
         self.loss_sum, self.loss_n = 0.0, 0
         self.gathered: list[dict] | None = None
         self.setup()
@@ -107,16 +123,29 @@ class WorkerEngine:
     @classmethod
     def validate(cls, cfg, dcfg: DistConfig, method, options: dict) -> None:
         """One-line BenchError where the backend cannot run this configuration (before any process starts)."""
+        if dcfg.share_gpu and not cls.shares_gpu:
+            raise BenchError(f"--share-gpu runs group rules on the stage backend (its links stage through host "
+                             f"memory); {cfg.method} runs on its own backend: drop --share-gpu")
         if cls.own_schedule and dcfg.schedule != "lockstep":
             raise BenchError(f"--schedule {dcfg.schedule} is for group rules on the stage backend; {cfg.method} has "
                              f"its own schedule ({cls.own_schedule}): drop --schedule")
 
     # --- the loop's engine --------------------------------------------------------------------------
-    def now(self) -> float:
-        """The clock for compute time: on a GPU, after the kernels queued so far have run."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+    @property
+    def record_header(self) -> dict:
+        """What the record says about how it ran; workers sharing a GPU make a functional run, not a timing."""
+        header = {"executor": "distributed", "parallel": "parallel"}
+        if self.dcfg.share_gpu:
+            header["timing"] = "functional (shared GPU): not a speed measurement"
+        return header
+
+    @property
+    def fwd_s(self) -> float:
+        return self.clock.seconds["forward"]
+
+    @property
+    def bwd_s(self) -> float:
+        return self.clock.seconds["backward"]
 
     def place(self, part: dict) -> None:
         for m in part.values():
@@ -127,9 +156,11 @@ class WorkerEngine:
         self.loss_n += 1
 
     def phase(self, start: int, end: int, on_step) -> Phase:
+        synchronize(self.device)  # work queued before (evaluation) is not the phase's
         t0 = time.perf_counter()
         self.steps(start, end, on_step)
-        self.now()  # a GPU's queued work belongs to the phase
+        synchronize(self.device)  # a GPU's queued work belongs to the phase: the host's one sync per phase
+        self.clock.settle()
         dist.barrier(group=self.comms.ctrl)  # the phase ends when the slowest worker is done
         seconds = time.perf_counter() - t0
         self.memory.sample()
@@ -142,7 +173,7 @@ class WorkerEngine:
 
     def start_timing(self) -> None:
         self.meter.reset()
-        self.fwd_s = self.bwd_s = 0.0
+        self.clock.reset()
 
     def barrier(self) -> None:
         """After a phase's measurements: the others wait for rank 0's evaluation (its own allowance)."""
@@ -180,8 +211,10 @@ class WorkerEngine:
         """Every worker's figures, gathered (a collective); the loop puts them into the record."""
         self.meter.flush()
         per_step = self.calibrate()
+        node_rank, local_rank = local_ranks()
         mine = {
-            "rank": self.rank, "host": socket.gethostname(), "device": str(self.device),
+            "rank": self.rank, "node_rank": node_rank, "local_rank": local_rank, "host": socket.gethostname(),
+            "device": str(self.device),
             "threads": torch.get_num_threads(), "steps": timed_steps, "step_time_s": train_time / max(timed_steps, 1),
             "compute_s": self.fwd_s + self.bwd_s, "forward_s": self.fwd_s, "backward_s": self.bwd_s,
             "comm_wait_s": self.meter.wait_s, "comm_share": self.meter.wait_s / train_time if train_time else None,
@@ -197,29 +230,32 @@ class WorkerEngine:
     # --- the paper's estimate, for backends that move activations and feedback across boundaries ------
     def time_boundaries(self, activation, feedback) -> float:
         """Median seconds to move one step's activation (and feedback, where there is some) across each
-        boundary, summed over the boundaries this worker takes part in. `activation(j)` and `feedback(j)`
-        give the shapes of boundary j as the sending worker knows them (None: nothing)."""
+        boundary, summed over the boundaries this worker takes part in. `activation(j)` gives the shape of
+        boundary j's activation (sent as the run's wire dtype), `feedback(j)` the (shape, dtype) of its
+        feedback as the sending worker knows them (None: nothing)."""
         result = []
         for j in range(self.world - 1):
-            shapes = [None] * self.world
-            dist.all_gather_object(shapes, feedback(j) if self.rank == j + 1 else None, group=self.comms.ctrl)
-            fb = next((sh for sh in shapes if sh is not None), None)
-            result.append(time_exchange(self.comms, self.rank, self.world, self.device, j, activation(j), fb))
+            metas = [None] * self.world
+            dist.all_gather_object(metas, feedback(j) if self.rank == j + 1 else None, group=self.comms.ctrl)
+            fb, fb_dtype = next((m for m in metas if m is not None), (None, None))
+            result.append(time_exchange(self.comms, self.rank, self.world, self.wire, j, activation(j), fb,
+                                        dtype=self.run.wire_dtype, fb_dtype=fb_dtype))
         return sum(result[j] for j in (self.rank - 1, self.rank) if 0 <= j < len(result))
 
 
 def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: int, act: tuple,
-                  fb: tuple | None, reps: int = CALIBRATION_REPS) -> float:
+                  fb: tuple | None, reps: int = CALIBRATION_REPS, dtype: torch.dtype = torch.float32,
+                  fb_dtype: torch.dtype | None = None) -> float:
     """The transfer probe: median seconds (as rank j sees them, on every rank) to send a tensor of shape `act`
-    from rank j to j + 1 and one of shape `fb` back (none: None), after a barrier, one warm-up first. Used for
-    the paper-style estimate and by the cost model's link measurement (bench/predict/probe.py)."""
-    times = []
+    (and `dtype`) from rank j to j + 1 and one of shape `fb` (and `fb_dtype`, default `dtype`) back (none:
+    None), after a barrier, one warm-up first. `device`: where the tensors travel from. Used for the
+    paper-style estimate and by the cost model's link measurement (bench/predict/probe.py)."""
+    times, back = [], None if not fb else (fb, fb_dtype or dtype)
     for rep in range(reps + 1):
         dist.barrier(group=comms.ctrl)
         t0 = time.perf_counter()
-        _exchange(comms, rank, device, j, act, fb)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _exchange(comms, rank, device, j, (act, dtype), back)
+        synchronize(device)
         if rep:
             times.append(time.perf_counter() - t0)
     median = [None] * world
@@ -228,12 +264,13 @@ def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: 
 
 
 def _exchange(comms: Comms, rank: int, device: torch.device, j: int, act: tuple, fb: tuple | None) -> None:
+    """act, fb: (shape, dtype) of the two messages (fb None: none back)."""
     fwd, bwd = comms.fwd, comms.bwd
     if rank == j:
-        dist.send(torch.zeros(act, device=device), j + 1, group=fwd)
+        dist.send(torch.zeros(act[0], dtype=act[1], device=device), j + 1, group=fwd)
         if fb:
-            dist.recv(torch.empty(fb, device=device), j + 1, group=bwd)
+            dist.recv(torch.empty(fb[0], dtype=fb[1], device=device), j + 1, group=bwd)
     elif rank == j + 1:
-        dist.recv(torch.empty(act, device=device), j, group=fwd)
+        dist.recv(torch.empty(act[0], dtype=act[1], device=device), j, group=fwd)
         if fb:
-            dist.send(torch.zeros(fb, device=device), j, group=bwd)
+            dist.send(torch.zeros(fb[0], dtype=fb[1], device=device), j, group=bwd)

@@ -5,14 +5,15 @@ per layer group on this machine (`python -m bench.exec.worker`, see bench/exec/w
 worker does) and watches them: when one dies, the others get `grace_s` seconds to notice and exit on
 their own with a one-line error, then they are terminated, and the run record says `failed`.
 
-Several machines: start the same worker with torchrun on every node, for example
+Several machines: start the same worker with torchrun on every node, for example on node n of 2
 
-    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \
+    torchrun --nnodes 2 --node-rank n --nproc-per-node 2 --master-addr HOST --master-port 29500 \
         -m bench.exec.worker --method lct --groups 4 --schedule overlapped --profile cpu
 
-(one process per group: nnodes x nproc-per-node must equal --groups, or --groups / stages_per_rank for the
-multi-stage pipeline schedules; rank 0 writes the record under --out on its node; torchrun's agent stops the
-other workers when one fails).
+(or `--rdzv-backend c10d --rdzv-endpoint HOST:29500` without --node-rank; one process per group: nnodes x
+nproc-per-node must equal --groups, or --groups / stages_per_rank for the multi-stage pipeline schedules;
+rank 0 writes the record under --out on its node, each worker's node and local rank in it; torchrun's agent
+stops the other workers when one fails; tests/test_multinode.py runs two such nodes on one machine).
 """
 from __future__ import annotations
 
@@ -50,8 +51,10 @@ def worker_count(cfg: RunConfig) -> int:
 
 
 def record_path(cfg: RunConfig, dcfg: DistConfig) -> Path:
-    """Distributed records sit beside in-process ones under their own name."""
-    return Path(cfg.out) / f"{cfg.run_id}_dist-{schedule_name(cfg, dcfg)}.json"
+    """Distributed records sit beside in-process ones under their own name (a shared-GPU run's is its own too:
+    it never takes a timed run's place, nor is it resumed as one)."""
+    shared = "-shared-gpu" if dcfg.share_gpu else ""
+    return Path(cfg.out) / f"{cfg.run_id}_dist-{schedule_name(cfg, dcfg)}{shared}.json"
 
 
 def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
@@ -63,13 +66,17 @@ def validate(cfg: RunConfig, dcfg: DistConfig) -> RunConfig:
         raise BenchError(f"unknown schedule {dcfg.schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
     check_dist(dcfg, cfg.steps)
     backend.validate(cfg, dcfg, method, method.resolve_options(cfg.extra))
-    if cfg.device.startswith("cuda"):
+    cuda = cfg.device.startswith("cuda")
+    if dcfg.share_gpu and not cuda:
+        raise BenchError(f"--share-gpu lets workers share GPUs, for --device cuda; this run is on {cfg.device}: "
+                         f"drop --share-gpu")
+    if cuda:
         import torch
 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", worker_count(cfg)))  # workers on this node (torchrun: per node)
-        if torch.cuda.device_count() < local:
-            raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); "
-                             f"it has {torch.cuda.device_count()}")
+        if torch.cuda.device_count() < local and not dcfg.share_gpu:
+            raise BenchError(f"{local} workers on this machine need {local} GPUs (one each); it has "
+                             f"{torch.cuda.device_count()} (--share-gpu: a functional run with workers sharing them)")
     return cfg
 
 

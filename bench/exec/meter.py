@@ -3,6 +3,7 @@
 - `Meter`: time a worker is blocked on communication and the bytes it moves (every backend).
 - `Memory`: peak RSS of the worker process (CPU), NVML's per-process reading and torch.cuda's peaks (GPU).
 - `Link`: point-to-point messages between neighbouring workers, timed and counted.
+- `Stopwatch`: compute time of the regions a backend times (forward, backward), without a host sync per step.
 
 One `Link` is one direction of traffic with one peer (activations i -> i+1, or feedback i+1 -> i),
 on its own process group: messages on a link arrive in the order they were sent (gloo matches
@@ -10,10 +11,16 @@ by peer and tag in order; NCCL orders p2p per communicator), and the two directi
 never share a group, so a receive posted ahead in one direction cannot block the other (with NCCL
 a shared communicator would serialise them on one stream and deadlock the chain of workers).
 
-Shapes: an activation link knows its shape from the split. A feedback link learns it from a small
-header (ndim, then the sizes) that the sender puts before its first message only: an `lct` loss
-vector is (B,), a `dni`/`bp` gradient is shaped like the activation, and the receiver need not know
-which method it runs. The dtype is the activation's (float32).
+Shapes and dtypes: an activation link knows its shape from the split and its dtype from the run's
+precision (`Run.wire_dtype`: float32, or autocast's bf16 / fp16); the sender casts to it, so both ends
+agree whatever dtype a group's last op computed in. A feedback link learns both from a small header
+(ndim, a dtype code, then the sizes) that the sender puts before its first message only: an `lct` loss
+vector is (B,) float32, a `dni`/`bp` gradient is shaped (and typed) like the activation, and the
+receiver need not know which method it runs. Messages are sent contiguous (a channels_last activation
+goes as a plain contiguous tensor of the same shape).
+
+Where messages travel: on the worker's device (NCCL between GPUs, gloo on CPU), or staged through host
+memory (`wire` cpu: workers sharing a GPU, whose process group is gloo; see settings.DistConfig.share_gpu).
 
 Every blocking wait goes through `Meter.wait`, which times it (the worker's communication wait),
 applies the timeout, and turns a lost peer into a one-line `PeerError`.
@@ -25,13 +32,15 @@ import re
 import resource
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-_HEADER = 8  # int64 slots: ndim + up to 7 sizes
+_HEADER = 8  # int64 slots: ndim, dtype code, up to 6 sizes
+WIRE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # a header's dtype code: the index
 
 
 class PeerError(RuntimeError):
@@ -108,48 +117,73 @@ class _Posted:
 
 
 class Link:
-    """One direction of traffic with one peer: receives are posted ahead and consumed in step order."""
+    """One direction of traffic with one peer: receives are posted ahead and consumed in step order.
+
+    `shape` and `dtype` None: learned from the header before the first message (a feedback link). `wire`:
+    where the buffers live while in transit (None: on `device`; cpu: staged through host memory)."""
 
     def __init__(self, meter: Meter, peer: int, group, name: str, device: torch.device,
-                 shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float32):
+                 shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None,
+                 wire: torch.device | None = None):
+        if (shape is None) != (dtype is None):
+            raise ValueError(f"the {name} link must know both its shape and dtype, or learn both")
         self.meter, self.peer, self.group, self.name = meter, peer, group, name
         self.device, self.shape, self.dtype = device, shape, dtype
+        self.wire = device if wire is None else wire
         self.posted: deque[_Posted] = deque()
         self.last_posted = -1  # receives are posted once per step, in step order
-        self.header_sent = False
 
     # --- sending side ----------------------------------------------------------------------------
     def send(self, t: torch.Tensor, step: int) -> None:
-        if self.shape is None and not self.header_sent:  # first message on a learned-shape link
-            header = torch.zeros(_HEADER, dtype=torch.int64, device=t.device)
-            header[0] = t.dim()
-            header[1:1 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
-            self.meter.isend(header, self.peer, self.group, f"sending {self.name} header to rank {self.peer}")
-            self.header_sent = True
-        self.meter.isend(t.detach(), self.peer, self.group, f"sending {self.name} of step {step} to rank {self.peer}")
+        t = t.detach()
+        if self.shape is None:  # first message on a learned link: its shape and dtype are the link's
+            self._send_header(t)
+        if tuple(t.shape) != self.shape:
+            raise PeerError(f"rank {self.meter.rank}: {self.name} of step {step} has shape {tuple(t.shape)}, "
+                            f"the link to rank {self.peer} carries {self.shape}")
+        t = t.to(self.dtype).contiguous()  # no-ops where it already is (a channels_last one is copied)
+        if t.device != self.wire:
+            t = t.to(self.wire)  # blocking: the host copy is complete before gloo reads it
+        self.meter.isend(t, self.peer, self.group, f"sending {self.name} of step {step} to rank {self.peer}")
+
+    def _send_header(self, t: torch.Tensor) -> None:
+        if t.dtype not in WIRE_DTYPES or t.dim() > _HEADER - 2:
+            raise PeerError(f"rank {self.meter.rank}: {self.name} is {t.dtype} with {t.dim()} dimensions; a link "
+                            f"carries {', '.join(map(str, WIRE_DTYPES))} with up to {_HEADER - 2}")
+        self.shape, self.dtype = tuple(t.shape), t.dtype
+        header = torch.zeros(_HEADER, dtype=torch.int64)
+        header[0], header[1] = t.dim(), WIRE_DTYPES.index(t.dtype)
+        header[2:2 + t.dim()] = torch.tensor(t.shape, dtype=torch.int64)
+        self.meter.isend(header.to(self.wire), self.peer, self.group,
+                         f"sending {self.name} header to rank {self.peer}")
 
     # --- receiving side --------------------------------------------------------------------------
     def _learn_shape(self) -> None:
-        header = torch.zeros(_HEADER, dtype=torch.int64, device=self.device)
+        header = torch.zeros(_HEADER, dtype=torch.int64, device=self.wire)
         work = dist.irecv(header, src=self.peer, group=self.group)
         self.meter.wait(work, f"waiting for the {self.name} header from rank {self.peer}")
         self.meter.bytes_recv += header.numel() * header.element_size()
-        ndim = int(header[0])
-        self.shape = tuple(int(s) for s in header[1:1 + ndim])
+        header = header.tolist()
+        ndim, code = header[0], header[1]
+        if not (0 <= ndim <= _HEADER - 2 and 0 <= code < len(WIRE_DTYPES)):
+            raise PeerError(f"rank {self.meter.rank}: {self.name} header from rank {self.peer} is not one: {header}")
+        self.shape, self.dtype = tuple(header[2:2 + ndim]), WIRE_DTYPES[code]
 
     def post(self, step: int) -> None:
         """Post the receive for `step` now, so the data can arrive while this worker computes."""
         if self.shape is None or step <= self.last_posted:
             return  # the first receive learns the shape first (`get` posts it); never post twice
         self.last_posted = step
-        buf = torch.empty(self.shape, dtype=self.dtype, device=self.device)
+        staged = self.wire != self.device and self.device.type == "cuda"  # pinned: the copy up can be async
+        buf = torch.empty(self.shape, dtype=self.dtype, device=self.wire, pin_memory=staged)
         self.posted.append(_Posted(step, buf, dist.irecv(buf, src=self.peer, group=self.group)))
 
     def ready(self) -> bool:
         return bool(self.posted) and self.posted[0].work.is_completed()
 
     def get(self, step: int) -> torch.Tensor:
-        """The message of `step` (blocking); receives are consumed in the order they were posted."""
+        """The message of `step` (blocking), on this worker's device; receives are consumed in the order they
+        were posted."""
         if not self.posted:
             if self.shape is None:
                 self._learn_shape()
@@ -159,7 +193,56 @@ class Link:
             raise PeerError(f"rank {self.meter.rank}: {self.name}: expected step {p.step}, asked for {step}")
         self.meter.wait(p.work, f"waiting for {self.name} of step {step} from rank {self.peer}")
         self.meter.bytes_recv += p.buf.numel() * p.buf.element_size()
+        if p.buf.device != self.device:  # staged through host memory
+            return p.buf.to(self.device, non_blocking=True)
         return p.buf
+
+
+class Stopwatch:
+    """Compute seconds of timed regions, by kind ("forward", "backward").
+
+    On CPU, time.perf_counter around each region. On a GPU, a pair of CUDA events recorded on the current
+    stream around each region: no host sync inside a step. Their times are read (`settle`) once the events
+    have happened: opportunistically after each region (non-blocking queries) and completely at the end of
+    a phase, after the phase's device synchronise. The host still syncs there (once per phase), in
+    Meter.wait (NCCL waits are polled: that blocked time is the measured communication wait) and where a
+    rule itself reads a value. A GPU region's time is its span on the stream: the kernels it queued, and
+    any gap in which the stream waited for the host."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.seconds = {"forward": 0.0, "backward": 0.0}
+        self._events: deque = deque()  # (kind, start event, end event) not read yet, oldest first
+
+    @contextmanager
+    def region(self, kind: str):
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+            yield
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
+            self._events.append((kind, start, end))
+            self.settle(block=False)
+        else:
+            t0 = time.perf_counter()
+            yield
+            self.seconds[kind] += time.perf_counter() - t0
+
+    def add(self, kind: str, seconds: float) -> None:
+        self.seconds[kind] += seconds
+
+    def settle(self, block: bool = True) -> None:
+        """Fold the recorded GPU regions into `seconds`; `block` False: only those already done (called after a
+        device synchronise, blocking waits for nothing)."""
+        while self._events and (block or self._events[0][2].query()):
+            kind, start, end = self._events.popleft()
+            end.synchronize()  # already done after a device synchronise; elapsed_time needs it
+            self.seconds[kind] += start.elapsed_time(end) / 1000  # ms
+
+    def reset(self) -> None:
+        self._events.clear()
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
 
 
 # --- memory ----------------------------------------------------------------------------------------

@@ -6,13 +6,19 @@ torch expects (looped, or in a V).
 A method run by this backend declares three options: `microbatches`, `schedule` and `stages_per_rank`. Its
 rules are used for their groups' bodies and optimisers; torch's schedule does the forward and backward
 passes of every micro-batch. The loss is the mean cross-entropy of each micro-batch (image models only).
+
+Precision: bf16 runs under the loop's autocast, every boundary tensor (activation forward, gradient back)
+crossing as bf16. fp16 is refused: the schedule runs the backward itself, so a GradScaler cannot scale the
+loss before it.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.distributed.pipelining import PipelineStage
 
+from ..errors import BenchError
 from . import pp_schedules
 from .engine import WorkerEngine
 from .meter import Meter
@@ -20,6 +26,19 @@ from .meter import Meter
 
 def _loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, y)
+
+
+class _Wire(nn.Module):
+    """A stage's body whose output is what its receiver allocated: the wire dtype (under autocast a group's
+    last op may compute in either), contiguous (a channels_last activation too). The cast's backward casts
+    the gradient that comes back; in fp32 both are no-ops."""
+
+    def __init__(self, body: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.body, self.dtype = body, dtype
+
+    def forward(self, x):
+        return self.body(x).to(self.dtype).contiguous()
 
 
 class PipelineWorkers(WorkerEngine):
@@ -34,6 +53,9 @@ class PipelineWorkers(WorkerEngine):
     @classmethod
     def validate(cls, cfg, dcfg, method, options):
         super().validate(cfg, dcfg, method, options)
+        if cfg.precision == "fp16":
+            raise BenchError(f"{cfg.method} on real workers runs torch.distributed.pipelining's schedule, which runs "
+                             f"the backward itself, so fp16 loss scaling cannot go in: use --precision bf16")
         pp_schedules.check(options["schedule"], cfg.groups, options["microbatches"], options["stages_per_rank"])
 
     @classmethod
@@ -57,33 +79,38 @@ class PipelineWorkers(WorkerEngine):
     def _stage(self, i: int, mb: int) -> PipelineStage:
         """Group i as a pipeline stage with static shapes: without them PipelineStage infers shapes by running
         the group on placeholder tensors in train mode, which put NaN into BatchNorm running statistics."""
-        rules = self.trainer.rules
+        rules, wire = self.trainer.rules, self.run.wire_dtype
         ctx = rules[i].ctx
-        shape_out = (self.run.data.num_classes,) if ctx.is_last else ctx.out_shape
         example_in = (self.run.stream.batch(0)[0][:mb].to(self.device) if i == 0  # the input's own dtype
-                      else torch.empty(mb, *rules[i - 1].ctx.out_shape, device=self.device, requires_grad=True))
-        example_out = torch.empty(mb, *shape_out, device=self.device, requires_grad=True)
-        return PipelineStage(rules[i].body, i, len(rules), self.device, group=self.comms.fwd,
-                             input_args=example_in, output_args=example_out)
+                      else torch.empty(mb, *rules[i - 1].ctx.out_shape, dtype=wire, device=self.device,
+                                       requires_grad=True))
+        if ctx.is_last:  # the logits go to the loss, not over a wire
+            body, example_out = rules[i].body, torch.empty(mb, self.run.data.num_classes, device=self.device)
+        else:
+            body, example_out = _Wire(rules[i].body, wire), torch.empty(mb, *ctx.out_shape, dtype=wire,
+                                                                        device=self.device)
+        return PipelineStage(body, i, len(rules), self.device, group=self.comms.fwd,
+                             input_args=example_in, output_args=example_out.requires_grad_())
 
     def steps(self, start, end, on_step):
         for step in range(start, end):
             x, y = self.run.stream.batch(step)
-            t0, waited = self.now(), self.meter.wait_s
-            for rule in self.rules:
-                rule.set_step(step)
-                rule.body_opt.zero_grad(set_to_none=True)
-            args = (x.to(self.device),) if self.first else ()
-            if self.last:
-                losses: list[torch.Tensor] = []
-                self.schedule.step(*args, target=y.to(self.device), losses=losses, return_outputs=False)
-                self.track(torch.stack(losses).mean())
-            else:
-                self.schedule.step(*args)
-            for rule in self.rules:
-                rule.body_opt.step()
+            waited = self.meter.wait_s
+            with self.clock.region("forward"):
+                for rule in self.rules:
+                    rule.set_step(step)
+                    rule.body_opt.zero_grad(set_to_none=True)
+                args = (x.to(self.device),) if self.first else ()
+                if self.last:
+                    losses: list[torch.Tensor] = []
+                    self.schedule.step(*args, target=y.to(self.device), losses=losses, return_outputs=False)
+                    self.track(torch.stack(losses).mean())
+                else:
+                    self.schedule.step(*args)
+                for rule in self.rules:
+                    rule.body_opt.step()
             # forward and backward interleave: all compute counted as forward; the p2p waits are communication
-            self.fwd_s += self.now() - t0 - (self.meter.wait_s - waited)
+            self.clock.add("forward", -(self.meter.wait_s - waited))
             on_step()
         self.meter.flush()
 
@@ -91,8 +118,8 @@ class PipelineWorkers(WorkerEngine):
         if len(self.own) > 1:  # boundaries are not worker to worker: not estimated
             return None
         rules, b = self.trainer.rules, self.cfg.batch_size
-        shape = lambda j: (b, *rules[j].ctx.out_shape)  # noqa: E731 (the gradient has the activation's shape)
-        return self.time_boundaries(shape, shape)
+        shape = lambda j: (b, *rules[j].ctx.out_shape)  # noqa: E731 (the gradient is shaped like the activation)
+        return self.time_boundaries(shape, lambda j: (shape(j), self.run.wire_dtype))
 
 
 def instrument(meter: Meter) -> None:

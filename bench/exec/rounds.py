@@ -16,6 +16,8 @@ Measured: per worker the time spent inside the aggregation's collectives (waitin
 included) and the bytes it sent by the collectives' accounting (ring all-reduce: 2 (S-1)/S x N each;
 reduce: N per non-root holder; broadcast: N per receiver, sent by the root); beside it the
 ResIST-Table-1 bytes per round (the same number as the in-process record). Evaluations happen at round ends.
+What the collectives move is parameters (and float buffers), which stay float32 under autocast: nothing
+here depends on the run's precision.
 """
 from __future__ import annotations
 
@@ -170,7 +172,7 @@ class RoundsWorkers(WorkerEngine):
         self.rounds.compute_s[self.rank] = 0.0
 
     def worker_stats(self, train_time, timed_steps):
-        self.fwd_s = self.rounds.compute_s[self.rank]  # local iterations: forward and backward together
+        self.clock.seconds["forward"] = self.rounds.compute_s[self.rank]  # local iterations: forward and backward
         stats = super().worker_stats(train_time, timed_steps)
         summary = self.rounds.summary()
         summary.pop("worker_compute_s", None)

@@ -19,6 +19,8 @@ class DistConfig:
     warmup_steps: int = 0            # steps run before the clock and the counters start (speed benchmark)
     evaluate: bool = True            # evaluate at eval_every and at the end (the speed benchmark does not)
     dump_state: str | None = None    # tests: rank 0 writes final weights and last gradients of every group here
+    share_gpu: bool = False          # CUDA: workers share the visible GPUs (gloo, links staged through host
+                                     # memory): a functional run, never a speed measurement
 
     def __post_init__(self):
         self.schedule = SCHEDULE_ALIASES.get(self.schedule, self.schedule)
@@ -27,3 +29,8 @@ class DistConfig:
     def from_dict(cls, d: dict) -> "DistConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known and v is not None})
+
+
+def shared_gpu(record: dict) -> bool:
+    """Whether a run record's workers shared GPUs (--share-gpu): its timings measure no real setting."""
+    return bool(((record.get("config") or {}).get("distributed") or {}).get("share_gpu"))

@@ -7,6 +7,9 @@ a per-sample loss vector for lct, a gradient for dni/bp, nothing for greedy).
   `max_stale` forwards late (staleness recorded). Legal only for rules whose forward already updates
   the group (`updates_in_forward`) or that get no feedback. Equal bounds on every rank make it
   deadlock-free (the proof is at the wait in `steps`).
+
+Activations cross as the run's wire dtype (its autocast dtype, or float32). With --share-gpu (several
+workers on one GPU, on gloo) every link stages its messages through host memory.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ POST_AHEAD = 2  # activation receives posted ahead of use, so transfers overlap 
 
 
 class StageWorkers(WorkerEngine):
+    shares_gpu = True
 
     @classmethod
     def validate(cls, cfg, dcfg, method, options):
@@ -50,12 +54,13 @@ class StageWorkers(WorkerEngine):
         rules = self.trainer.rules
         self.own, self.rule = [i], rules[i]
         self.place(self.rule.modules())
-        fwd, bwd, m, d = self.comms.fwd, self.comms.bwd, self.meter, self.device
-        self.act_in = Link(m, i - 1, fwd, "activation", d, (b, *rules[i - 1].ctx.out_shape)) if i > 0 else None
-        self.act_out = Link(m, i + 1, fwd, "activation", d, (b, *self.rule.ctx.out_shape)) if i < k - 1 else None
-        self.fb_in = Link(m, i + 1, bwd, "feedback", d) if self.rule.waits_for_feedback else None
-        self.fb_out = Link(m, i - 1, bwd, "feedback", d) if i > 0 and rules[i - 1].waits_for_feedback else None
-        self.fb_shape: tuple[int, ...] | None = None
+        fwd, bwd, m, d, wire = self.comms.fwd, self.comms.bwd, self.meter, self.device, self.wire
+        act = dict(dtype=self.run.wire_dtype, wire=wire)
+        self.act_in = Link(m, i - 1, fwd, "activation", d, (b, *rules[i - 1].ctx.out_shape), **act) if i else None
+        self.act_out = Link(m, i + 1, fwd, "activation", d, (b, *self.rule.ctx.out_shape), **act) if i < k - 1 else None
+        self.fb_in = Link(m, i + 1, bwd, "feedback", d, wire=wire) if self.rule.waits_for_feedback else None
+        self.fb_out = (Link(m, i - 1, bwd, "feedback", d, wire=wire) if i > 0 and rules[i - 1].waits_for_feedback
+                       else None)
         self.bound = 0 if self.dcfg.schedule == "lockstep" else self.dcfg.max_stale
         self.pending: list[int] = []  # steps whose feedback is not applied yet, oldest first
         self.last_forward = -1
@@ -90,10 +95,8 @@ class StageWorkers(WorkerEngine):
             rule.set_step(step)
             if rule.needs_input:
                 rule.take_input(image.to(self.device))
-            t0 = self.now()
-            with self.stash():
+            with self.clock.region("forward"), self.stash():
                 out = rule.forward(step, x, y)
-            self.fwd_s += self.now() - t0
             self.last_forward = step
             if self.act_out is not None:
                 self.act_out.send(out, step)
@@ -128,14 +131,12 @@ class StageWorkers(WorkerEngine):
         self._backward(step, feedback)
 
     def _backward(self, step: int, feedback) -> None:
-        t0 = self.now()
-        back = self.rule.backward(step, feedback)
-        self.bwd_s += self.now() - t0
+        with self.clock.region("backward"):
+            back = self.rule.backward(step, feedback)
         if self.fb_out is not None:
             if back is None:
                 raise PeerError(f"rank {self.rank}: {self.cfg.method} group {self.rank} returned no feedback for "
                                 f"step {step}, but group {self.rank - 1} waits for it")
-            self.fb_shape = tuple(back.shape)
             self.fb_out.send(back, step)
 
     def start_timing(self) -> None:
@@ -144,7 +145,9 @@ class StageWorkers(WorkerEngine):
 
     def calibrate(self) -> float:
         rules, b = self.trainer.rules, self.cfg.batch_size
-        return self.time_boundaries(lambda j: (b, *rules[j].ctx.out_shape), lambda j: self.fb_shape)
+        fb = self.fb_out  # this worker's feedback: the shape and dtype its link learned from the first message
+        return self.time_boundaries(lambda j: (b, *rules[j].ctx.out_shape),
+                                    lambda j: None if fb is None or fb.shape is None else (fb.shape, fb.dtype))
 
     def worker_stats(self, train_time, timed_steps):
         stats = super().worker_stats(train_time, timed_steps)

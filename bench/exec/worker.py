@@ -54,8 +54,8 @@ def watch_parent(mark: Callable[[str], object]) -> None:
 def worker_main(cfg: RunConfig, dcfg: DistConfig) -> None:
     watch_parent(lambda msg: mark_failed(cfg, dcfg, msg))
     torch.set_num_threads(dcfg.threads_per_worker)
+    cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)  # before a GPU or a peer is touched
     device, comms = init_comms(cfg, dcfg)
-    cfg = validate(replace(cfg, threads=dcfg.threads_per_worker), dcfg)
     world = dist.get_world_size()
     if world != worker_count(cfg):
         raise BenchError(f"{world} workers for {cfg.groups} groups: start {worker_count(cfg)} (one per group, or "

@@ -1,14 +1,20 @@
-"""Training time (Fig. 5), communication share, and pipelined BP vs LCT (Fig. 7), from run records."""
+"""Training time (Fig. 5), communication share, and pipelined BP vs LCT (Fig. 7), from run records.
+
+A record of workers that shared GPUs (--share-gpu) is a functional run: none of its times enter these tables.
+"""
 from __future__ import annotations
 
 import pandas as pd
 
+from ..exec.settings import shared_gpu
 from . import paper as P
 from .frame import (DATA_ORDER, EXECUTOR_ORDER, MISSING, MODEL_ORDER, PROFILE_ORDER, Cell, fmt, fmt_ours, label,
                     mean_std, method_rank, paper_data, profiles_text, rank, table)
 
 
 def train_time(rec: dict) -> float | None:
+    if shared_gpu(rec):
+        return None
     f = rec["final"]
     if f.get("train_time_s") is not None:
         return f["train_time_s"]
@@ -19,7 +25,7 @@ def train_time(rec: dict) -> float | None:
 def median_step_s(rec: dict) -> float | None:
     """Median over evaluation intervals of the mean step time: robust to bursts of load from other
     processes on a shared machine (the total time is not)."""
-    st = (rec.get("curves") or {}).get("step_time_s") or []
+    st = [] if shared_gpu(rec) else (rec.get("curves") or {}).get("step_time_s") or []
     return float(pd.Series(st).median()) if st else None
 
 
@@ -137,6 +143,8 @@ def table_time(cells: list[Cell]):
 
 
 def _workers(rec: dict, key: str) -> list[float]:
+    if shared_gpu(rec):
+        return []
     return [w[key] for w in rec.get("workers") or [] if w.get(key) is not None]
 
 
