@@ -234,3 +234,17 @@ def test_the_speed_benchmark_never_tabulates_a_shared_gpu_run(tmp_path, monkeypa
         rows = list(csv.DictReader(f))
     assert rows and all(r["status"] == "failed: a functional (shared-GPU) run is not a speed measurement"
                         and r["samples_per_s"] == "" for r in rows)
+
+
+def test_the_report_reads_a_shared_gpu_record_as_a_cell_of_its_own_without_times(tmp_path):
+    import json
+
+    from bench.report.frame import load_records
+
+    for name, rec in (("timed", _record("lct", 2, 6.0, False)), ("shared", _record("lct", 2, 1.0, True, seed=1))):
+        (tmp_path / f"{name}.json").write_text(json.dumps(rec))
+    by_executor = {c.executor: c for c in cells(load_records([tmp_path]))}
+    assert sorted(by_executor) == ["parallel (lockstep)", "parallel (lockstep, shared GPU)"]
+    shared = by_executor["parallel (lockstep, shared GPU)"].runs[0]
+    assert shared["final"]["train_time_s"] is None and shared["curves"]["train_time_s"] == []
+    assert json.loads((tmp_path / "shared.json").read_text())["final"]["train_time_s"] == 1.0  # the file keeps them

@@ -18,7 +18,7 @@ import pandas as pd
 from methods import create_method
 
 from ..errors import BenchError
-from ..exec.settings import SCHEDULE_ALIASES
+from ..exec.settings import SCHEDULE_ALIASES, shared_gpu
 
 KEY = ["data", "model", "method", "groups", "profile", "executor", "setting", "options"]
 # Orders used to sort rows (unknown values sort after the known ones, alphabetically).
@@ -90,10 +90,22 @@ def load_records(roots: Iterable[Path], required: bool = False) -> list[dict]:
             obj["_path"] = str(p)
             if obj.get("schedule") in SCHEDULE_ALIASES:  # records from before the schedule's rename
                 obj["schedule"] = SCHEDULE_ALIASES[obj["schedule"]]
+            if shared_gpu(obj):
+                _untimed(obj)
             records.append(obj)
     if required and not records:
         raise BenchError(f"no run records in {', '.join(map(str, roots))}: nothing to report (nothing was written)")
     return records
+
+
+def _untimed(rec: dict) -> None:
+    """A functional run whose workers shared a GPU (--share-gpu): its accuracy counts, its clock measures no
+    real setting. The report's copy loses its times (the file keeps them), so that no time, speed or
+    time-to-accuracy figure can show one, and its schedule says so, so that it is a cell of its own."""
+    rec["final"].update(train_time_s=None, samples_per_s=None)
+    rec["curves"].update(train_time_s=[], step_time_s=[])
+    rec["workers"] = []
+    rec["schedule"] = f"{rec.get('schedule') or 'lockstep'}, shared GPU"
 
 
 def executor_of(rec: dict) -> str:
