@@ -157,10 +157,7 @@ def profile_defaults(profile: str, model: str, data: str) -> dict:
         d = dict(width=1.0, batch_size=128, steps=80_000, lr=0.1, eval_every=400, eval_limit=None,
                  assumption1_every=400)
     elif profile == "cpu":
-        # ResNet-50 at width 1/8 and batch 128 is ~0.2 s a step on 2 cores.
-        steps = 1000 if data in ("digits",) else 1500
-        d = dict(width=0.125, batch_size=128, steps=steps, lr=0.1, eval_every=100, eval_limit=2000,
-                 assumption1_every=100)
+        d = dict(batch_size=128, lr=0.1, eval_every=100, eval_limit=2000, assumption1_every=100, **cpu_scale(model, data))
     elif profile == "smoke":
         d = dict(width=1 / 16, batch_size=64, steps=150, lr=0.05, eval_every=50, eval_limit=512,
                  assumption1_every=25)
@@ -183,6 +180,23 @@ def profile_defaults(profile: str, model: str, data: str) -> dict:
     if is_lstm(model):
         d = {**lstm_defaults(profile, model, data), "bn_momentum": d["bn_momentum"]}
     return d
+
+
+# The cpu profile by input size, so that one run stays within about 20 minutes on 2 cores (README: what a run
+# costs). Seconds per bp step at batch 128 on 2 threads (AMD EPYC, quiet machine; the network's plain step,
+# timed), ResNet-50: 8x8 digits 0.08 at width 1/8; 28x28 0.44 at 1/8, 0.23 at 1/16; 32x32 0.55 at
+# 1/8, 0.27 at 1/16; ResNet-101 / -182 at 32x32 and 1/16: 0.38 / 0.52; ResNet-110 at 32x32 and 1/2: 0.73.
+# LCT_n3 costs 1.5x bp there (its critics). Larger inputs halve the width; the deepest networks run 2/3 of
+# the steps (same schedule shape: the milestones follow the steps).
+CPU_DEEPEST = ("resnet182", "resnet110")
+
+
+def cpu_scale(model: str, data: str) -> dict:
+    """The cpu profile's width and steps for a model on a data set."""
+    shape = datasets.spec(data).input_shape if data in datasets.REGISTRY else None
+    small = shape is not None and shape[-1] * shape[-2] <= 64  # the 8x8 digits
+    steps = 1000 if small or model in CPU_DEEPEST else 1500
+    return {"width": 0.125 if small else 0.0625, "steps": steps}
 
 
 # ---------------------------------------------------------------------------------------------------

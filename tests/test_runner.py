@@ -128,3 +128,18 @@ def test_bad_input_is_one_line_error_and_writes_nothing(argv, needle, tmp_path, 
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
     assert not out.exists()
+
+
+def test_the_cpu_profile_scales_width_and_steps_by_input_size():
+    """About 20 minutes a run on 2 cores (README: what a run costs): the 8x8 digits at width 1/8, 28x28 and
+    larger inputs at 1/16, the deepest networks at 2/3 of the steps, the schedule's shape kept."""
+    from bench.config import resolve
+
+    def at(model, data):
+        c = resolve(RunConfig(method="lct", groups=2, model=model, data=data, profile="cpu"))
+        return c.width, c.steps, c.milestones
+
+    assert at("resnet50", "digits") == (0.125, 1000, (500, 750))
+    assert at("resnet50", "mnist") == at("resnet50", "cifar10") == (0.0625, 1500, (750, 1125))
+    assert at("resnet182", "cifar100") == (0.0625, 1000, (500, 750))
+    assert at("resnet110", "cifar10")[:2] == (0.5, 1000)  # the CIFAR ResNets keep their own width
