@@ -10,7 +10,7 @@ worker), dni_n1 and lct_n1 (lockstep and overlapped), asyncbp (overlapped, stale
 cores (or 4 GPUs). Every worker gets one thread (one GPU). Evaluation is off: only training steps are timed.
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
-with the command, the machine and its load; the raw run records go to results/speed-<profile>/.
+with the command, the machine and its load; the raw run records go to results/speed-<profile>/<start time>/ (one folder per invocation).
 Beside every measured configuration the cost model's prediction (bench/predict): a calibration of this
 device in the benchmark's setting and the link measured by the transfer probe, both taken after the
 runs (`--no-predict`: none); `python -m bench predict-check` compares the two.
@@ -104,6 +104,13 @@ def _machine() -> str:
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
+
+
+def latest_measurement(folder: Path) -> Path:
+    """The newest measurement folder under results/speed-<profile>/ (one per invocation, named by its start
+    time), or the folder itself where its records sit directly in it (the layout before)."""
+    stamped = sorted(p for p in Path(folder).glob("*-*") if p.is_dir() and p.name.replace("-", "").isdigit())
+    return stamped[-1] if stamped else Path(folder)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -227,17 +234,22 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
         if unknown:
             raise BenchError(f"--only: no configuration for {', '.join(sorted(unknown))}")
         todo = [c for c in todo if c.method in only or c.label == "bp_w1_t1"]  # bp-1-worker is the yardstick
-    folder = Path(out) / f"speed-{profile}"
+    # every invocation measures into a folder of its own: a benchmark is rerun, and never over its last records
+    folder = Path(out) / f"speed-{profile}" / time.strftime("%Y%m%d-%H%M%S")
     load_before, t_start = os.getloadavg(), time.time()
     settings = dict(model=model, data=data, profile=profile, split=split, data_root=data_root, device=device,
                     steps=steps, warmup=warmup, plugins=plugins)
     runs, errors, schedules = _run_all(todo, repeats, settings, folder)
+    settings["records"] = folder.as_posix()
     load_after = os.getloadavg()
     bp1 = median_run(runs["bp_w1_t1"])["final"]["samples_per_s"] if runs.get("bp_w1_t1") else None
     rows = [_failed_row(c, errors[c.label], schedules.get(c.label, "")) if c.label in errors
             else _row(c, runs[c.label], bp1, schedules[c.label]) for c in todo]
     if predict:
-        _predictions(rows, todo, runs, settings)
+        try:  # the measurements are written whatever happens to the prediction beside them
+            _predictions(rows, todo, runs, settings)
+        except Exception as e:
+            print(f"warning: no cost-model prediction beside the measurements: {type(e).__name__}: {e}", flush=True)
     settings.update(repeats=repeats, load_before=load_before[0], load_after=load_after[0],
                     elapsed=time.time() - t_start)
     return _write(rows, Path(out), settings, command)
@@ -271,7 +283,7 @@ def _write(rows: list[dict], out: Path, s: dict, command: str | None) -> Path:
               f"{s['split']} split, {s['steps']} timed steps after {s['warmup']} warm-up, median of {s['repeats']} "
               f"runs)\n\nCommand: `{command}`  \nMachine: {_machine()}, device {s['device']}, torch {torch.__version__}; "
               f"load average {s['load_before']:.2f} before, {s['load_after']:.2f} after; "
-              f"{s['elapsed']:.0f} s in all.  \n"
+              f"{s['elapsed']:.0f} s in all; records in {s['records']}/.  \n"
               "Executor: distributed, one process per worker (truly parallel, not simulated). Each configuration "
               "ran once per round, round after round; its row is its median run (`best` and `every run` beside it), "
               "and the ratios are between medians. "

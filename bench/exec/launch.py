@@ -140,11 +140,12 @@ CONFIG_ENV = "LCTBENCH_RUN_CONFIG"  # the run's configuration, as JSON, for the 
 
 
 class LocalJob:
-    """K worker processes on this machine (`python -m bench.exec.worker`, the
+    """K worker processes on this machine (`python -m <module>`, bench.exec.worker unless said otherwise; the
     configuration in the environment: no file to leave behind), and the watchdog that ends them all when
     one fails."""
 
-    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None):
+    def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None,
+                 module: str = "bench.exec.worker"):
         self.cfg, self.dcfg = cfg, dcfg
         root = str(Path(__file__).resolve().parent.parent.parent)
         threads, workers = str(dcfg.threads_per_worker), worker_count(cfg)
@@ -162,7 +163,7 @@ class LocalJob:
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
                 self.logs.append(Path(log_dir) / f"rank{rank}.log")
                 out = open(self.logs[-1], "w")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "bench.exec.worker"], env=env, stdout=out,
+            self.procs.append(subprocess.Popen([sys.executable, "-m", module], env=env, stdout=out,
                                                stderr=subprocess.STDOUT if out else None))
             if out is not None:
                 out.close()

@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import BenchError
 from ..exec.settings import SCHEDULE_ALIASES
 from ..report import paper as P
-from ..speed import median_run
+from ..speed import latest_measurement, median_run
 from ..train.records import read_record
 from .calibration import Calibration
 from .link import LinkModel
@@ -31,9 +31,10 @@ TOLERANCE = 0.15  # the issue's acceptance: every 2-worker configuration within 
 
 
 def speed_runs(folder: Path) -> dict[str, list[dict]]:
-    """Completed records per configuration folder (results/speed-<profile>/<label>/run<i>/*.json)."""
+    """Completed records per configuration folder of the newest measurement
+    (results/speed-<profile>/<start time>/<label>/run<i>/*.json)."""
     runs: dict[str, list[dict]] = {}
-    for path in sorted(Path(folder).glob("*/run*/*.json")):
+    for path in sorted(latest_measurement(folder).glob("*/run*/*.json")):
         rec = read_record(path)
         if rec.get("status") == "completed" and rec.get("workers"):
             runs.setdefault(path.parent.parent.name, []).append(rec)
