@@ -16,6 +16,7 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow  # every configuration on real workers (30 s); the failing-row test runs a few by default
 def test_speed_writes_one_row_per_configuration_with_the_issue_columns(tmp_path):
     path = run_speed(profile="smoke", steps=2, warmup=1, out=str(tmp_path), only=["lct"], repeats=1)
     rows = _rows(path)
