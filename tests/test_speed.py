@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 
+import pytest
+
 import bench.speed
 from bench.errors import BenchError
 from bench.exec import pp_schedules
