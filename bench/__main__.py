@@ -128,7 +128,9 @@ def _list(args) -> None:
         m = create_method(name)
         kind = "group rule" if issubclass(m, GroupRule) else "whole-step rule"
         print(f"{name:10s} {m.description}")
-        print(f"{'':10s} {kind}; sends back: {m.feedback.value}; distributed backend: {m.backend.value}")
+        precision = "fp32, bf16, fp16" if m.autocast and m.loss_scaling else "fp32, bf16" if m.autocast else "fp32"
+        print(f"{'':10s} {kind}; sends back: {m.feedback.value}; distributed backend: {m.backend.value}; "
+              f"precision: {precision}")
         for key, o in m.options.items():
             print(f"{'':10s}   --option {key}={o.default!r}  {o.doc}")
 
