@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..errors import BenchError
-from .meter import Memory, Meter, Stopwatch
+from .meter import Memory, Meter, PeerError, Stopwatch, one_line
 from .phase import Phase
 from .settings import DistConfig
 
@@ -161,7 +162,7 @@ class WorkerEngine:
         self.steps(start, end, on_step)
         synchronize(self.device)  # a GPU's queued work belongs to the phase: the host's one sync per phase
         self.clock.settle()
-        dist.barrier(group=self.comms.ctrl)  # the phase ends when the slowest worker is done
+        wait_for_all(self.comms.ctrl, self.rank, self.dcfg.timeout_s, "end of a phase")  # the slowest worker's end
         seconds = time.perf_counter() - t0
         self.memory.sample()
         losses = [None] * self.world
@@ -177,7 +178,8 @@ class WorkerEngine:
 
     def barrier(self) -> None:
         """After a phase's measurements: the others wait for rank 0's evaluation (its own allowance)."""
-        dist.barrier(group=self.comms.evaluation)
+        wait_for_all(self.comms.evaluation, self.rank, self.dcfg.timeout_s + self.dcfg.eval_timeout_s,
+                     "waiting for rank 0's evaluation")
 
     def gather(self) -> None:
         """Every group's weights (and last gradients) on rank 0, loaded into its copies of the other groups."""
@@ -241,6 +243,19 @@ class WorkerEngine:
             result.append(time_exchange(self.comms, self.rank, self.world, self.wire, j, activation(j), fb,
                                         dtype=self.run.wire_dtype, fb_dtype=fb_dtype))
         return sum(result[j] for j in (self.rank - 1, self.rank) if 0 <= j < len(result))
+
+
+def wait_for_all(group, rank: int, timeout_s: float, what: str) -> None:
+    """A barrier that names who is missing: gloo's monitored barrier (rank 0 hears from every rank; the
+    control groups are gloo), its failure a one-line PeerError, the silent ranks in it."""
+    try:
+        dist.monitored_barrier(group=group, timeout=timedelta(seconds=timeout_s), wait_all_ranks=True)
+    except RuntimeError as e:
+        silent = re.search(r"Ranks? ([\d, ]+?) failed to pass", str(e))
+        if silent is None:
+            raise PeerError(f"rank {rank}: {what}: {one_line(e)}") from None
+        raise PeerError(f"rank {rank}: {what}: timed out after {timeout_s:.0f} s: rank {silent.group(1)} did not "
+                        f"arrive") from None
 
 
 def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: int, act: tuple,
