@@ -90,9 +90,17 @@ class Meter:
         finally:
             self.wait_s += time.perf_counter() - t0
 
+    def start(self, what: str, op, *args, **kwargs) -> dist.Work:
+        """Post a send or receive; gloo raises at once where an earlier message to the peer failed (a send
+        that timed out in the background): that too is one line naming this rank and the message."""
+        try:
+            return op(*args, **kwargs)
+        except RuntimeError as e:
+            raise PeerError(f"rank {self.rank}: {what}: {one_line(e)}") from None
+
     def isend(self, t: torch.Tensor, peer: int, group, what: str) -> None:
         t = t.contiguous()
-        self._sends.append((dist.isend(t, dst=peer, group=group), t, what))
+        self._sends.append((self.start(what, dist.isend, t, dst=peer, group=group), t, what))
         self.bytes_sent += t.numel() * t.element_size()
         self.reap()
 
@@ -160,7 +168,8 @@ class Link:
     # --- receiving side --------------------------------------------------------------------------
     def _learn_shape(self) -> None:
         header = torch.zeros(_HEADER, dtype=torch.int64, device=self.wire)
-        work = dist.irecv(header, src=self.peer, group=self.group)
+        work = self.meter.start(f"waiting for the {self.name} header from rank {self.peer}", dist.irecv, header,
+                                src=self.peer, group=self.group)
         self.meter.wait(work, f"waiting for the {self.name} header from rank {self.peer}")
         self.meter.bytes_recv += header.numel() * header.element_size()
         header = header.tolist()
@@ -176,7 +185,9 @@ class Link:
         self.last_posted = step
         staged = self.wire != self.device and self.device.type == "cuda"  # pinned: the copy up can be async
         buf = torch.empty(self.shape, dtype=self.dtype, device=self.wire, pin_memory=staged)
-        self.posted.append(_Posted(step, buf, dist.irecv(buf, src=self.peer, group=self.group)))
+        work = self.meter.start(f"receiving {self.name} of step {step} from rank {self.peer}", dist.irecv, buf,
+                                src=self.peer, group=self.group)
+        self.posted.append(_Posted(step, buf, work))
 
     def ready(self) -> bool:
         return bool(self.posted) and self.posted[0].work.is_completed()
