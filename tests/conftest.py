@@ -1,4 +1,5 @@
-"""Shared fixtures: the digits data set and one batch of it; one torch thread for a module of tiny models."""
+"""Shared fixtures: the digits data set and one batch of it; one torch thread for a module of tiny models; the
+thread count put back after a command that sets its own."""
 from __future__ import annotations
 
 import pytest
@@ -22,5 +23,13 @@ def one_thread():
     """Tiny models: one thread is fastest, and on a shared CPU two threads can be 100x slower."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def threads():
+    """Commands run in the test process set torch's thread count (--threads): put it back after the test."""
+    before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)

@@ -30,13 +30,6 @@ def numbers(rows: list[list[str]], column: int) -> list[float]:
     return [float(r[column]) for r in rows[1:]]  # rows[0] is the header
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_dry_run_on_the_cpu_writes_every_section_with_real_numbers(tmp_path, threads, capsys):
     out = tmp_path / "results"
     assert main(["gpu-check", "--device", "cpu", "--out", str(out)]) == 0, capsys.readouterr()

@@ -11,13 +11,6 @@ from bench.__main__ import main
 TINY = ["--width", "0.0625", "--batch-size", "16", "--steps", "2", "--rounds", "3"]
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def test_overhead_writes_markdown_and_csv_with_ratio_and_instrumentation(tmp_path, threads, capsys):
     out = tmp_path / "results"
     assert main(["overhead", *TINY, "--out", str(out)]) == 0

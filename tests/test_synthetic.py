@@ -86,13 +86,6 @@ def test_to_device_on_the_cpu_is_the_tensor_itself():
     assert to_device(t, torch.device("cpu")) is t  # the CPU path is unchanged: no copy
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("data, method, groups", [("synthetic_cifar", "bp", 1), ("synthetic_imagenet64", "lct", 2)])
 def test_bench_run_on_synthetic_data(tmp_path, data, method, groups, threads, capsys):
     """`python -m bench run --data synthetic_*` trains with no data root: the models pick their stem from the
