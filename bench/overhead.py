@@ -40,11 +40,10 @@ import torch
 import torch.nn.functional as F
 
 from . import data as datasets
-from .config import PRECISIONS, RunConfig, check_device, check_out, prepare
+from .config import RunConfig, prepare
 from .errors import BenchError
 from .exec.inprocess import InProcess
 from .exec.meter import Memory
-from .models import check_model
 from .train.build import Run, build
 from .train.records import atomic_write_text
 
@@ -145,24 +144,21 @@ def per_call(fn, n: int) -> float:
 
 
 def check(s: Setting) -> RunConfig:
-    """Every option checked, one line each, before anything is built: the suite's config for bp (prepared)."""
-    check_model(s.model)
+    """Every option checked, one line each, before anything is built: the suite's config for bp, prepared (which
+    checks model, data, numbers, precision, device and output folder), and no file of another's in the way."""
     if datasets.spec(s.data).kind != "image":
         raise BenchError(f"overhead times image models: --data {s.data} is a text data set")
-    if s.precision not in PRECISIONS:
-        raise BenchError(f"unknown precision {s.precision!r}; valid: {', '.join(PRECISIONS)}")
-    for flag, value in (("--steps", s.steps), ("--rounds", s.rounds)):
+    for flag, value in (("--steps", s.steps), ("--rounds", s.rounds)):  # the run's steps are derived from both
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise BenchError(f"{flag} must be an integer >= 1, got {value!r}")
-    check_device(s.device)
-    check_out(s.out)
+    # the lr schedule stays flat (no milestones), as in the plain loop; nothing is evaluated or written
+    cfg = prepare(RunConfig(method="bp", groups=1, model=s.model, data=s.data, profile="cpu", device=s.device,
+                            threads=s.threads, width=s.width, batch_size=s.batch_size,
+                            steps=(s.rounds + 1) * s.steps, milestones=(), precision=s.precision,
+                            data_root=s.data_root, out=s.out))
     for path in outputs(s):
         refuse_foreign(path, TITLE if path.suffix == ".md" else ",".join(COLUMNS[:3]))
-    # the lr schedule stays flat (no milestones), as in the plain loop; nothing is evaluated or written
-    cfg = RunConfig(method="bp", groups=1, model=s.model, data=s.data, profile="cpu", device=s.device,
-                    threads=s.threads, width=s.width, batch_size=s.batch_size, steps=(s.rounds + 1) * s.steps,
-                    milestones=(), precision=s.precision, data_root=s.data_root, out=s.out)
-    return prepare(cfg)
+    return cfg
 
 
 def outputs(s: Setting) -> list[Path]:
