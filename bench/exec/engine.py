@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..errors import BenchError
-from .meter import Memory, Meter, PeerError, Stopwatch, one_line
+from .meter import Memory, Meter, PeerError, Stopwatch, one_line, peer_call
 from .phase import Phase
 from .settings import DistConfig
 
@@ -166,12 +166,17 @@ class WorkerEngine:
         seconds = time.perf_counter() - t0
         self.memory.sample()
         losses = [None] * self.world
-        collective(self.rank, self.world, self.dcfg.timeout_s, "the phase's losses", dist.all_gather_object, losses,
-                   (float(self.loss_sum), self.loss_n), group=self.comms.ctrl)
+        self.collective("the phase's losses", dist.all_gather_object, losses, (float(self.loss_sum), self.loss_n),
+                        group=self.comms.ctrl)
         self.loss_sum, self.loss_n = 0.0, 0
         mean = sum(s for s, _ in losses) / max(1, sum(n for _, n in losses))
         diverged = None if math.isfinite(mean) else f"loss {mean} before step {end}"
         return Phase(end - start, seconds, mean * (end - start), diverged)
+
+    def collective(self, what: str, fn, *args, **kwargs):
+        """fn, a collective on a gloo control group; a failure is one line naming the ranks it waited for."""
+        others = ", ".join(str(r) for r in range(self.world) if r != self.rank)
+        return peer_call(self.rank, f"{what} (waiting for rank {others})", fn, *args, **kwargs)
 
     def start_timing(self) -> None:
         self.meter.reset()
@@ -190,8 +195,8 @@ class WorkerEngine:
                     "grads": [None if p.grad is None else p.grad.detach().cpu() for p in parts[i]["body"].parameters()]}
                 for i in self.own}
         states = [None] * self.world if self.rank == 0 else None
-        collective(self.rank, self.world, self.dcfg.timeout_s, "gathering the groups' weights", dist.gather_object,
-                   mine, states, dst=0, group=self.comms.ctrl)
+        self.collective("gathering the groups' weights", dist.gather_object, mine, states, dst=0,
+                        group=self.comms.ctrl)
         if self.rank != 0:
             return
         merged = {i: s for got in states for i, s in got.items()}
@@ -228,8 +233,7 @@ class WorkerEngine:
             **self.extra_stats(),
         }
         workers = [None] * self.world
-        collective(self.rank, self.world, self.dcfg.timeout_s, "the workers' figures", dist.all_gather_object,
-                   workers, mine, group=self.comms.ctrl)
+        self.collective("the workers' figures", dist.all_gather_object, workers, mine, group=self.comms.ctrl)
         return {"workers": workers}
 
     # --- the paper's estimate, for backends that move activations and feedback across boundaries ------
@@ -259,18 +263,6 @@ def wait_for_all(group, rank: int, timeout_s: float, what: str) -> None:
             raise PeerError(f"rank {rank}: {what}: {one_line(e)}") from None
         raise PeerError(f"rank {rank}: {what}: timed out after {timeout_s:.0f} s: rank {silent.group(1)} did not "
                         f"arrive") from None
-
-
-def collective(rank: int, world: int, timeout_s: float, what: str, fn, *args, **kwargs):
-    """fn (a torch.distributed collective on a gloo control group), its failure a one-line PeerError naming
-    the peers that may be silent (exactly the other rank, with two workers)."""
-    try:
-        return fn(*args, **kwargs)
-    except RuntimeError as e:
-        if "imed out" not in str(e):
-            raise PeerError(f"rank {rank}: {what}: {one_line(e)}") from None
-        others = ", ".join(str(r) for r in range(world) if r != rank)
-        raise PeerError(f"rank {rank}: {what}: timed out after {timeout_s:.0f} s waiting for rank {others}") from None
 
 
 def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: int, act: tuple,

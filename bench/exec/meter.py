@@ -55,6 +55,16 @@ def one_line(e: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def peer_call(rank: int, what: str, fn, *args, **kwargs):
+    """fn: posting a message or a collective. Gloo raises at once where an earlier message to a peer failed
+    (a send that timed out in the background), or when a collective times out: one line naming this rank and
+    what it was doing."""
+    try:
+        return fn(*args, **kwargs)
+    except RuntimeError as e:
+        raise PeerError(f"rank {rank}: {what}: {one_line(e)}") from None
+
+
 @dataclass
 class Meter:
     """What one worker spent on communication: blocked time and bytes, per direction."""
@@ -90,17 +100,9 @@ class Meter:
         finally:
             self.wait_s += time.perf_counter() - t0
 
-    def start(self, what: str, op, *args, **kwargs) -> dist.Work:
-        """Post a send or receive; gloo raises at once where an earlier message to the peer failed (a send
-        that timed out in the background): that too is one line naming this rank and the message."""
-        try:
-            return op(*args, **kwargs)
-        except RuntimeError as e:
-            raise PeerError(f"rank {self.rank}: {what}: {one_line(e)}") from None
-
     def isend(self, t: torch.Tensor, peer: int, group, what: str) -> None:
         t = t.contiguous()
-        self._sends.append((self.start(what, dist.isend, t, dst=peer, group=group), t, what))
+        self._sends.append((peer_call(self.rank, what, dist.isend, t, dst=peer, group=group), t, what))
         self.bytes_sent += t.numel() * t.element_size()
         self.reap()
 
@@ -168,8 +170,8 @@ class Link:
     # --- receiving side --------------------------------------------------------------------------
     def _learn_shape(self) -> None:
         header = torch.zeros(_HEADER, dtype=torch.int64, device=self.wire)
-        work = self.meter.start(f"waiting for the {self.name} header from rank {self.peer}", dist.irecv, header,
-                                src=self.peer, group=self.group)
+        work = peer_call(self.meter.rank, f"waiting for the {self.name} header from rank {self.peer}", dist.irecv,
+                         header, src=self.peer, group=self.group)
         self.meter.wait(work, f"waiting for the {self.name} header from rank {self.peer}")
         self.meter.bytes_recv += header.numel() * header.element_size()
         header = header.tolist()
@@ -185,8 +187,8 @@ class Link:
         self.last_posted = step
         staged = self.wire != self.device and self.device.type == "cuda"  # pinned: the copy up can be async
         buf = torch.empty(self.shape, dtype=self.dtype, device=self.wire, pin_memory=staged)
-        work = self.meter.start(f"receiving {self.name} of step {step} from rank {self.peer}", dist.irecv, buf,
-                                src=self.peer, group=self.group)
+        work = peer_call(self.meter.rank, f"receiving {self.name} of step {step} from rank {self.peer}", dist.irecv,
+                         buf, src=self.peer, group=self.group)
         self.posted.append(_Posted(step, buf, work))
 
     def ready(self) -> bool:
