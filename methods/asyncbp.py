@@ -117,10 +117,7 @@ class AsyncBackprop(GroupRule):
         self.seen[stale] = self.seen.get(stale, 0) + 1
         if self.accumulated == 0:
             self.body_opt.zero_grad(set_to_none=True)
-        if feedback is None:  # the last group: out is its loss
-            self._scaled(out).backward()
-        else:
-            out.backward(self._scaled(feedback).to(out.dtype))
+        self._backward_from(out, feedback)  # the last group: out is its loss, feedback None
         self.accumulated += 1
         if self.accumulated == self.opts["min_update_frequency"]:
             for p in self.body.parameters():

@@ -322,8 +322,16 @@ class GroupRule(Method):
 
     def _last_backward(self) -> None:
         self.body_opt.zero_grad(set_to_none=True)
-        self._scaled(self.loss).backward()
+        self._backward_from(self.loss)
         self._step()
+
+    def _backward_from(self, out: torch.Tensor, grad: torch.Tensor | None = None) -> None:
+        """Backprop into the body from `out`: a loss (grad None), or an output given its gradient; scaled for
+        the body's optimiser (fp16), the gradient in out's dtype (autocast's outputs are bf16/fp16)."""
+        if grad is None:
+            self._scaled(out).backward()
+        else:
+            out.backward(self._scaled(grad).to(out.dtype))
 
     def _scaled(self, t: torch.Tensor, opt: torch.optim.Optimizer | None = None) -> torch.Tensor:
         """A loss (or a gradient to backpropagate) scaled for opt (default: the body's), fp16 only (methods/amp.py)."""

@@ -36,4 +36,4 @@ class Backprop(GroupRule):
 
     def _backpropagate(self, feedback) -> None:
         """The group's gradient, given the gradient of the main loss w.r.t. its output."""
-        self.out.backward(self._scaled(feedback).to(self.out.dtype))
+        self._backward_from(self.out, feedback)

@@ -68,7 +68,7 @@ class SyntheticGradient(GroupRule):
         h = self.body(self.x)
         synthetic = self.synth(h.detach(), y)
         self.body_opt.zero_grad(set_to_none=True)
-        h.backward(self._scaled(synthetic.detach()).to(h.dtype))
+        self._backward_from(h, synthetic.detach())
         if self.opts["l2"] == "authors":
             self.scaling.unscale_(self.body_opt)
             self._add_authors_l2(synthetic)

@@ -65,11 +65,7 @@ class GPipe(Backprop):
         self.body_opt.zero_grad(set_to_none=True)
         grads = [None] * m if self.ctx.is_last else self._chunks(feedback)
         for out, grad in zip(self.losses if self.ctx.is_last else self.outs, grads):
-            # one micro-batch at a time, like the pipeline
-            if grad is None:
-                self._scaled(out).backward()
-            else:
-                out.backward(self._scaled(grad).to(out.dtype))
+            self._backward_from(out, grad)  # one micro-batch at a time, like the pipeline
         for p in self.body.parameters():
             if p.grad is not None:
                 p.grad.div_(m)
