@@ -201,7 +201,7 @@ def _clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def _flat_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def flat_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cross-entropy with any leading axes (a sequence model predicts at every time step)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
@@ -220,44 +220,59 @@ def unit_seconds(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
 
 def unit_times(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
                head_for: Callable[[tuple[int, ...]], nn.Module] | None = None,
-               reps: int = TIMING_REPS) -> tuple[list[float], list[float], list[float]]:
+               reps: int = TIMING_REPS, statistic: Callable[[list[float]], float] = min
+               ) -> tuple[list[float], list[float], list[float]]:
     """unit_seconds with forward and backward apart: (forward seconds, backward seconds, head_cost), the
-    fastest of `reps` passes each (the cost model of bench/predict needs them apart)."""
+    `statistic` of `reps` passes each (the fastest for the timed split, which compares units; the mean for the
+    cost model of bench/predict, which predicts a run's mean step and needs them apart)."""
     x, y = batch
     device = x.device
     # the heads built here must not move the global RNG: the run's own critics are drawn after the split
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _unit_times(model, x, y, head_for, reps)
+        fwd, bwd, head = _unit_times(model, x, y, head_for, reps)
+    head_cost = [statistic(h) if h else 0.0 for h in head]
+    return [statistic(t) for t in fwd], [statistic(t) for t in bwd], head_cost
+
+
+def chain_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor):
+    """One timed pass of the units in a chain, as the groups run them (each unit's input cut from the graph,
+    so that its backward is its own): (inputs, outputs, forward seconds, backward seconds) per unit."""
+    device = x.device
+    inputs, outputs, fwd, h = [], [], [], x
+    for j, unit in enumerate(units):
+        inp = h if j == 0 else h.detach().requires_grad_(True)
+        t0 = _clock(device)
+        h = unit(inp)
+        t1 = _clock(device)
+        inputs.append(inp)
+        outputs.append(h)
+        fwd.append(t1 - t0)
+    bwd, grad = [0.0] * len(units), None
+    for j in reversed(range(len(units))):
+        t0 = _clock(device)
+        if grad is None:
+            flat_ce(outputs[j], y).backward()
+        else:
+            outputs[j].backward(grad)
+        t1 = _clock(device)
+        grad = inputs[j].grad
+        bwd[j] = t1 - t0
+    return inputs, outputs, fwd, bwd
 
 
 def _unit_times(model, x, y, head_for, reps):
+    """Every pass's seconds, after one warm-up: per unit forward and backward, and per boundary the head."""
     device = x.device
     units = copy.deepcopy(model.units).to(device).train()
     n = len(units)
     heads: dict[int, nn.Module] = {}
-    fwd, bwd, head = ([float("inf")] * n, [float("inf")] * n, [float("inf")] * (n + 1))
+    fwd, bwd, head = [[] for _ in range(n)], [[] for _ in range(n)], [[] for _ in range(n + 1)]
     for rep in range(reps + 1):
-        inputs, outputs, h = [], [], x
-        for j, unit in enumerate(units):
-            inp = h if j == 0 else h.detach().requires_grad_(True)
-            t0 = _clock(device)
-            h = unit(inp)
-            t1 = _clock(device)
-            inputs.append(inp)
-            outputs.append(h)
-            if rep:
-                fwd[j] = min(fwd[j], t1 - t0)
-        grad = None
-        for j in reversed(range(n)):
-            t0 = _clock(device)
-            if grad is None:
-                _flat_ce(outputs[j], y).backward()
-            else:
-                outputs[j].backward(grad)
-            t1 = _clock(device)
-            grad = inputs[j].grad
-            if rep:
-                bwd[j] = min(bwd[j], t1 - t0)
+        _, outputs, f, g = chain_pass(units, x, y)
+        if rep:
+            for j in range(n):
+                fwd[j].append(f[j])
+                bwd[j].append(g[j])
         if head_for is None:
             continue
         for j in range(1, n):
@@ -265,12 +280,11 @@ def _unit_times(model, x, y, head_for, reps):
             if j not in heads:
                 heads[j] = head_for(tuple(out.shape[1:])).to(device)
             t0 = _clock(device)
-            _flat_ce(heads[j](out), y).backward()
+            flat_ce(heads[j](out), y).backward()
             t1 = _clock(device)
             if rep:
-                head[j] = min(head[j], t1 - t0)
-    head_cost = [0.0 if c == float("inf") else c for c in head]
-    return fwd, bwd, head_cost
+                head[j].append(t1 - t0)
+    return fwd, bwd, head
 
 
 def timed_split(model: UnitModel, k: int, batch: tuple[torch.Tensor, torch.Tensor],

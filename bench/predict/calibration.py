@@ -4,9 +4,13 @@ saved as JSON (`python -m bench calibrate`), the cost model's only source of com
 `measure()` times, on the run's own device and threads and on a real training batch:
 - per unit (stem, residual block, LSTM layer, classifier): the forward and the backward seconds at several
   batch sizes (the full batch, and the smaller ones that micro-batches and data-parallel shards see),
-  the fastest of a few passes, run in a chain as the groups run them (bench.models.split.unit_times, the
-  timed split's own measurement); the optimiser step over the unit's weights; its weights (what data
-  parallelism all-reduces) and its output per sample (what crosses a boundary after it), in bytes;
+  run in a chain as the groups run them (bench.models.split.chain_pass, the timed split's own pass), the
+  sizes in turns, the mean of REPS turns after a warm-up (interleaved_times). The mean, not the fastest: a
+  run's throughput is its mean step, and on a shared machine the fastest pass is not the typical one (here
+  the same step took 80 ms or 118 ms by turns, and the fastest of each unit summed 17 % under the mean);
+- at the micro-batch sizes, the two halves of a zero-bubble pipeline's backward (split_pass);
+- the optimiser step over each unit's weights; its weights (what data parallelism all-reduces) and its
+  output per sample (what crosses a boundary after it), in bytes;
 - the critic's forward and backward after every unit (`head_s`, what the timed split prices);
 - per method with a stage-backend group rule, at every boundary j (after unit j): the seconds the
   method's own rule spends in its forward and in its backward besides the group's body (its critic,
@@ -23,6 +27,7 @@ import json
 import os
 import platform
 import time
+from statistics import fmean, median
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -33,13 +38,15 @@ from torch import nn
 from methods import Backend, Feedback, GroupContext, GroupRule
 
 from ..errors import BenchError
-from ..models.split import unit_times
+from ..models.split import chain_pass, flat_ce, unit_times
 from ..models.unit import UnitModel
 from ..train.records import atomic_write_text
 
 SCHEMA = 1
 KIND = "lctbench-calibration"
-BOUNDARY_REPS = 5  # passes of a method's rule per boundary (the fastest counts), after one warm-up
+REPS = 30  # passes of every timing (their mean counts), after one warm-up
+HEAD_REPS = 5  # passes of the critics after every unit (what the timed split prices)
+BOUNDARY_REPS = 5  # passes of a method's rule per boundary (their mean counts), after one warm-up
 DIVISORS = (1, 2, 4, 8, 16)  # batch sizes measured: batch / d, for micro-batches and data-parallel shards
 
 
@@ -65,6 +72,9 @@ class Calibration:
     head_s: list[float]                # index j: the critic after unit j - 1 (0 at both ends), like split's head_cost
     methods: dict[str, BoundaryCosts] = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    # a zero-bubble pipeline's backward halves (split_backward_times), at the micro-batch sizes: batch -> per unit
+    backward_input_s: dict[int, list[float]] = field(default_factory=dict)
+    backward_weight_s: dict[int, list[float]] = field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -75,10 +85,14 @@ class Calibration:
         return len(self.units)
 
     def unit_s(self, kind: str, j: int, batch: float) -> float:
-        """Seconds of unit j's forward ("forward") or backward ("backward") on `batch` samples: measured, or
-        linear between the two measured sizes around it (beyond them, along the nearest two)."""
-        table = self.forward_s if kind == "forward" else self.backward_s
-        sizes = sorted(self.batches)
+        """Seconds of unit j's "forward", "backward", or a zero-bubble backward's "input" or "weight" half, on
+        `batch` samples: measured, or linear between the two measured sizes around it (beyond them, along the
+        nearest two)."""
+        table = {"forward": self.forward_s, "backward": self.backward_s, "input": self.backward_input_s,
+                 "weight": self.backward_weight_s}[kind]
+        if not table:
+            raise BenchError(f"the calibration has no {kind} halves of the backward (an older one); calibrate again")
+        sizes = sorted(table)
         if batch in table:
             return table[batch][j]
         if len(sizes) == 1:
@@ -99,7 +113,8 @@ class Calibration:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["forward_s"] = {str(b): v for b, v in self.forward_s.items()}
-        d["backward_s"] = {str(b): v for b, v in self.backward_s.items()}
+        for name in ("backward_s", "backward_input_s", "backward_weight_s"):
+            d[name] = {str(b): v for b, v in getattr(self, name).items()}
         return {"schema": SCHEMA, "kind": KIND, **d}
 
     @classmethod
@@ -113,7 +128,9 @@ class Calibration:
                        forward_s={int(b): v for b, v in d["forward_s"].items()},
                        backward_s={int(b): v for b, v in d["backward_s"].items()},
                        optimizer_s=d["optimizer_s"], head_s=d["head_s"],
-                       methods={m: BoundaryCosts(**c) for m, c in d.get("methods", {}).items()}, env=d.get("env", {}))
+                       methods={m: BoundaryCosts(**c) for m, c in d.get("methods", {}).items()}, env=d.get("env", {}),
+                       backward_input_s={int(b): v for b, v in d.get("backward_input_s", {}).items()},
+                       backward_weight_s={int(b): v for b, v in d.get("backward_weight_s", {}).items()})
         except (KeyError, TypeError) as e:
             raise BenchError(f"calibration is missing or has a bad field: {e}") from None
 
@@ -126,6 +143,33 @@ class Calibration:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             raise BenchError(f"cannot read calibration {path}: {e}") from None
+
+
+def median_of(cals: list[Calibration]) -> Calibration:
+    """One calibration from several of the same setting, every time the median of theirs (a speed benchmark
+    calibrates before each of its rounds; its runs' median is compared with these calibrations' median)."""
+    first = cals[0]
+    if any(c.setting != first.setting or c.units != first.units for c in cals):
+        raise BenchError("calibrations of different settings cannot be combined")
+
+    def per_batch(name):
+        tables = [getattr(c, name) for c in cals]
+        common = set.intersection(*(set(t) for t in tables))
+        return {b: [median(v) for v in zip(*(t[b] for t in tables))] for b in sorted(common, reverse=True)}
+
+    methods = {}
+    for m in set.intersection(*(set(c.methods) for c in cals)):
+        got = [c.methods[m] for c in cals]
+        methods[m] = BoundaryCosts([median(v) for v in zip(*(g.forward_s for g in got))],
+                                   [median(v) for v in zip(*(g.backward_s for g in got))], got[0].feedback_bytes)
+    return Calibration(
+        setting=first.setting, units=first.units, params=first.params, out_bytes=first.out_bytes,
+        batches=first.batches, forward_s=per_batch("forward_s"), backward_s=per_batch("backward_s"),
+        optimizer_s=[median(v) for v in zip(*(c.optimizer_s for c in cals))],
+        head_s=[median(v) for v in zip(*(c.head_s for c in cals))], methods=methods,
+        env={**first.env, "combined": len(cals), "load_before": min(c.env.get("load_before", 0) for c in cals),
+             "load_after": max(c.env.get("load_after", 0) for c in cals)},
+        backward_input_s=per_batch("backward_input_s"), backward_weight_s=per_batch("backward_weight_s"))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -159,9 +203,11 @@ def _feedback(method, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None
     return None
 
 
-def boundary_costs(method, inputs: list[torch.Tensor], y: torch.Tensor,
+def boundary_costs(method, inputs: list[torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor],
                    context_for: Callable[[tuple, nn.Module], GroupContext], reps: int = BOUNDARY_REPS) -> BoundaryCosts:
-    """The method's rule, as a middle group on a one-weight body, at each boundary's real activation."""
+    """The method's rule, as a middle group on a one-weight body, at each boundary's real activation (and
+    given the network's input batch, as the executors give it, where the rule declares needs_input)."""
+    image, y = batch
     fwd, bwd, fb_bytes = [], [], []
     device = y.device
     for x in inputs:
@@ -169,9 +215,11 @@ def boundary_costs(method, inputs: list[torch.Tensor], y: torch.Tensor,
         rule = method(ctx, method.resolve_options({}))
         for m in rule.modules().values():
             m.to(device)
-        best_f = best_b = float("inf")
+        f_s, b_s = [], []
         for rep in range(reps + 1):
             rule.set_step(rep)
+            if rule.needs_input:
+                rule.take_input(image)
             t0 = _clock(device)
             out = rule.forward(rep, x, y)
             t1 = _clock(device)
@@ -180,15 +228,16 @@ def boundary_costs(method, inputs: list[torch.Tensor], y: torch.Tensor,
             back = rule.backward(rep, fb)
             t3 = _clock(device)
             if rep:
-                best_f, best_b = min(best_f, t1 - t0), min(best_b, t3 - t2)
-        fwd.append(best_f)
-        bwd.append(best_b)
+                f_s.append(t1 - t0)
+                b_s.append(t3 - t2)
+        fwd.append(fmean(f_s))
+        bwd.append(fmean(b_s))
         fb_bytes.append(0 if back is None else back.numel() * back.element_size())
     return BoundaryCosts(fwd, bwd, fb_bytes)
 
 
 def optimizer_seconds(model: UnitModel, make_optimizer, device: torch.device, reps: int) -> list[float]:
-    """The optimiser step over each unit's weights (their gradients set), the fastest of `reps` after one."""
+    """The optimiser step over each unit's weights (their gradients set), the mean of `reps` after one."""
     out = []
     for unit in model.units:
         params = [p.detach().clone().to(device).requires_grad_(True) for p in unit.parameters()]
@@ -197,15 +246,70 @@ def optimizer_seconds(model: UnitModel, make_optimizer, device: torch.device, re
             continue
         for p in params:
             p.grad = torch.randn_like(p) * 1e-3
-        opt, best = make_optimizer(params), float("inf")
+        opt, times = make_optimizer(params), []
         for rep in range(reps + 1):
             t0 = _clock(device)
             opt.step()
             t1 = _clock(device)
             if rep:
-                best = min(best, t1 - t0)
-        out.append(best)
+                times.append(t1 - t0)
+        out.append(fmean(times))
     return out
+
+
+def split_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]]:
+    """One pass of the two halves of a zero-bubble schedule's backward per unit, timed with the functions
+    torch.distributed.pipelining's stages run: the input gradient (stage_backward_input; 0 for the first unit,
+    whose stage skips it) and then the weight gradient (stage_backward_weight; the whole backward for the first
+    unit, as its stage does it)."""
+    from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
+
+    inputs, outputs, h = [], [], x
+    for j, unit in enumerate(units):
+        inp = h if j == 0 else h.detach().requires_grad_(True)
+        h = unit(inp)
+        inputs.append(inp)
+        outputs.append(h)
+    in_s, w_s, grad = [0.0] * len(units), [0.0] * len(units), None
+    for j in reversed(range(len(units))):
+        out = [flat_ce(outputs[j], y)] if grad is None else [outputs[j]]
+        grads = None if grad is None else [grad]
+        t0 = _clock(x.device)
+        if j:
+            _, groups = stage_backward_input(out, grads, [inputs[j]], units[j].parameters())
+            t1 = _clock(x.device)
+            stage_backward_weight(units[j].parameters(), groups)
+            grad = inputs[j].grad
+        else:
+            t1 = t0
+            torch.autograd.backward(out, grads)
+        in_s[j], w_s[j] = t1 - t0, _clock(x.device) - t1
+    return in_s, w_s
+
+
+def interleaved_times(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor], sizes: list[int], halves: list[int],
+                      reps: int) -> tuple[dict, dict, dict, dict]:
+    """Per batch size, the mean forward and backward seconds of every unit (and at the `halves` sizes the
+    zero-bubble halves), measured in turns: one pass of each size, then again, `reps` times after a warm-up
+    turn, so that a slow spell of a shared machine reaches every size alike (measured one size after another,
+    the micro-batch sizes came out 25 % apart between calibrations minutes apart)."""
+    x, y = batch
+    units = copy.deepcopy(model.units).to(x.device).train()
+    runs = {b: ([], []) for b in sizes}
+    split = {b: ([], []) for b in halves}
+    for rep in range(reps + 1):
+        for b in sizes:
+            _, _, f, g = chain_pass(units, x[:b], y[:b])
+            i_w = split_pass(units, x[:b], y[:b]) if b in split else None
+            if rep:
+                runs[b][0].append(f)
+                runs[b][1].append(g)
+                if i_w:
+                    split[b][0].append(i_w[0])
+                    split[b][1].append(i_w[1])
+    mean = lambda passes: [fmean(t) for t in zip(*passes)]  # noqa: E731 (per unit, over the passes)
+    return ({b: mean(r[0]) for b, r in runs.items()}, {b: mean(r[1]) for b, r in runs.items()},
+            {b: mean(r[0]) for b, r in split.items()}, {b: mean(r[1]) for b, r in split.items()})
 
 
 def stage_methods(methods: list) -> list:
@@ -214,32 +318,30 @@ def stage_methods(methods: list) -> list:
 
 
 def measure(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor], *, make_optimizer, context_for,
-            head_for, methods: list, setting: dict, divisors=DIVISORS, reps: int = 10) -> Calibration:
+            head_for, methods: list, setting: dict, divisors=DIVISORS, reps: int = REPS) -> Calibration:
     """Time everything the cost model composes (module docstring) on `batch`, on its device. Runs on copies
-    (unit_times) and new rules: the model's weights are left as they are, and the global RNG too (the run's
+    and new rules: the model's weights are left as they are, and the global RNG too (the run's
     own critics are drawn after its split)."""
     x, y = batch
     device = x.device
     load_before = os.getloadavg()[0]
     sizes = sorted({max(1, len(x) // d) for d in divisors}, reverse=True)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        fwd, bwd, head = {}, {}, None
-        for b in sizes:
-            f, g, h = unit_times(model, (x[:b], y[:b]), head_for if b == sizes[0] else None, reps)
-            fwd[b], bwd[b] = f, g
-            head = head if head is not None else h
+        halves = [b for b in sizes if b < len(x)] or sizes  # micro-batches: what the zero-bubble pipelines split
+        fwd, bwd, bwd_in, bwd_w = interleaved_times(model, batch, sizes, halves, reps)
+        head = unit_times(model, batch, head_for, HEAD_REPS, fmean)[2] if head_for else [0.0] * (len(model.units) + 1)
         with torch.no_grad():  # each boundary's real activation, from a copy (BatchNorm statistics move)
             outs, h = [], x
             for u in copy.deepcopy(model.units).to(device).train():
                 h = u(h)
                 outs.append(h.detach())
-        costs = {m.name: boundary_costs(m, outs[:-1], y, context_for) for m in stage_methods(methods)}
+        costs = {m.name: boundary_costs(m, outs[:-1], (x, y), context_for) for m in stage_methods(methods)}
         opt = optimizer_seconds(model, make_optimizer, device, reps)
     return Calibration(
         setting={**setting, "batch_size": len(x)}, units=list(model.unit_names),
         params=[sum(p.numel() for p in u.parameters()) for u in model.units],
         out_bytes=[o[0].numel() * o.element_size() for o in outs], batches=sizes, forward_s=fwd, backward_s=bwd,
-        optimizer_s=opt, head_s=head, methods=costs,
+        optimizer_s=opt, head_s=head, methods=costs, backward_input_s=bwd_in, backward_weight_s=bwd_w,
         env={"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
              "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
