@@ -80,3 +80,34 @@ def placement(name: str, groups: int, workers: int) -> list[list[int]]:
     if name in V_SHAPED:
         return [[r, 2 * workers - 1 - r] for r in range(workers)]
     return [[s for s in range(groups) if s % workers == r] for r in range(workers)]
+
+
+def action_order(name: str, groups: int, microbatches: int) -> dict[int, list[tuple[str, int, int | None]]]:
+    """What torch's runtime executes on every worker, per step, for a multi-stage schedule: its own action
+    lists with their communication (`pipeline_order_with_comms`), as (kind, stage, micro-batch) with kind one
+    of F, B, I, W, SEND_F, RECV_F, SEND_B, RECV_B (the overlapped F;B pairs unfolded in order; the FSDP and
+    data-parallel actions, which this suite never runs, dropped). Read from the schedule class itself, built
+    on stand-in stages: nothing runs and no process group is needed (the cost model's pipelines)."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    check(name, groups, microbatches, None)
+    cls, workers = available()[name], groups // stages_per_rank(name, None)
+    if not is_multi(name):
+        raise BenchError(f"{name} runs one stage per worker: it has no multi-stage action order")
+    order = {}
+    for rank, own in enumerate(placement(name, groups, workers)):
+        stages = [SimpleNamespace(group_size=workers, group_rank=rank, num_stages=groups, stage_index=s,
+                                  is_first=s == 0, is_last=s == groups - 1, submod=nn.Identity()) for s in own]
+        try:
+            actions = cls(stages, microbatches, loss_fn=lambda out, y: out).pipeline_order_with_comms[rank]
+        except (AttributeError, TypeError, KeyError) as e:  # a torch whose schedules are built otherwise
+            raise BenchError(f"cannot read torch {torch.__version__}'s action order of {name}: {e}") from None
+        order[rank] = [(a.computation_type.value, a.stage_index, a.microbatch_index)
+                       for action in actions if action is not None for a in (action.sub_actions or (action,))
+                       if a.computation_type.value in COMPUTE_AND_P2P]
+    return order
+
+
+COMPUTE_AND_P2P = ("F", "B", "I", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B")

@@ -44,6 +44,8 @@ class PipeCost:
     out_bytes: int         # one micro-batch's activation (0 at the last)
     in_bytes: int          # one micro-batch's input gradient sent back (0 at the first)
     optimizer_s: float     # once per step
+    input_s: float = 0.0   # a zero-bubble schedule's backward halves: the input gradient (I) ...
+    weight_s: float = 0.0  # ... and the weight gradient (W); the first stage skips I and does all in W
 
 
 @dataclass(frozen=True)
@@ -77,13 +79,18 @@ def stage_costs(cal: Calibration, method, bounds: list[int]) -> list[StageCost]:
     return out
 
 
-def pipe_costs(cal: Calibration, bounds: list[int], microbatches: int) -> list[PipeCost]:
+def pipe_costs(cal: Calibration, bounds: list[int], microbatches: int, halves: bool = False) -> list[PipeCost]:
+    """Every stage's costs on one micro-batch (`halves`: with its zero-bubble backward halves, as measured)."""
     k, mb = len(bounds) - 1, cal.batch_size / microbatches
     out = []
     for g, (a, b) in enumerate(zip(bounds, bounds[1:])):
         fwd, bwd, opt = _body(cal, a, b, mb)
+        i_s = w_s = 0.0
+        if halves:
+            i_s = sum(cal.unit_s("input", u, mb) for u in range(a, b)) if g else 0.0
+            w_s = sum(cal.unit_s("weight", u, mb) for u in range(a, b)) if g else bwd
         out.append(PipeCost(fwd, bwd, 0 if g == k - 1 else round(cal.out_bytes[b - 1] * mb),
-                            0 if g == 0 else round(cal.out_bytes[a - 1] * mb), opt))
+                            0 if g == 0 else round(cal.out_bytes[a - 1] * mb), opt, i_s, w_s))
     return out
 
 

@@ -10,7 +10,10 @@ backend the method declares, never by its name:
   (lockstep: 0; overlapped: max_stale); at the end of the phase every pending feedback is applied;
 - pipelining (pipelining.py, torch.distributed.pipelining): per step, GPipe (all m micro-batch
   forwards, then all m backwards) or 1F1B (K - i warm-up forwards, then one backward and one forward
-  in turn), then the optimiser step; sends are waited for at the end like torch's schedules do;
+  in turn), then the optimiser step; sends are waited for at the end like torch's schedules do. A
+  multi-stage schedule (interleaved, looped, V, zero-bubble) runs v stages on each of K / v workers in the
+  order torch's own schedule class gives every rank (pp_schedules.action_order), with the zero-bubble
+  backward halves the calibration measured;
 - data-parallel (ddp.py): the whole network on B/K, backward unit by unit from the last, every bucket
   all-reduced (ring) as soon as its gradients are done, overlapping the rest of the backward; the step
   waits for the last bucket, then steps the optimiser.
@@ -29,6 +32,7 @@ from typing import Callable
 from methods import Backend
 
 from ..errors import BenchError
+from ..exec import pp_schedules
 from .calibration import Calibration
 from .costs import PipeCost, ReplicaCost, StageCost, pipe_costs, replica_costs, stage_costs
 from .link import LinkModel
@@ -172,23 +176,68 @@ def pipe_worker(i: int, costs: list[PipeCost], steps: int, m: int, schedule: str
         yield Compute(me.optimizer_s)
 
 
+def multi_stage_worker(rank: int, actions: list[tuple], costs: list[PipeCost], owner: dict[int, int],
+                       steps: int) -> Program:
+    """A worker of a multi-stage schedule, running torch's own action list for its rank (pp_schedules.
+    action_order): a forward waits for its input where the stage before is on another worker, a backward (or
+    its input half) for its gradient where the stage after is; a stage next to one on the same worker hands
+    its tensors over locally. Sends are waited for at the end of the step, then every own stage steps."""
+    def remote(stage):
+        return 0 <= stage < len(costs) and owner[stage] != rank
+
+    compute = {"F": "forward_s", "B": "backward_s", "I": "input_s", "W": "weight_s"}
+    own = [s for s in owner if owner[s] == rank]
+    for step in range(steps):
+        sent = []
+        for kind, stage, j in actions:
+            me = costs[stage]
+            if kind == "F" and remote(stage - 1):
+                yield Wait(("activation", stage, step, j))
+            elif kind in ("B", "I") and remote(stage + 1):
+                yield Wait(("gradient", stage, step, j))
+            if kind in compute:
+                yield Compute(getattr(me, compute[kind]))
+            elif kind == "SEND_F":
+                sent.append(("activation", stage + 1, step, j))
+                yield Send(sent[-1], ("activation", stage), me.out_bytes)
+            elif kind == "SEND_B":
+                sent.append(("gradient", stage - 1, step, j))
+                yield Send(sent[-1], ("gradient", stage), me.in_bytes)
+        for key in sent:  # torch waits for its sends before the step ends
+            yield Wait(key)
+        yield Compute(sum(costs[s].optimizer_s for s in own))
+
+
 @program(Backend.PIPELINING)
 def _pipelining(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
     m, schedule = s.options["microbatches"], s.options["schedule"]
     if s.groups == 1:  # the executor runs a one-group pipeline as one stage worker (backends.backend_for)
         raise BenchError(f"{s.method.name} with one group is not pipelined (one stage worker runs its rule): "
                          f"not modelled; predict bp for K = 1")
-    costs = pipe_costs(cal, s.bounds, m)
-    return f"{schedule}-m{m}", [pipe_worker(i, costs, s.steps, m, schedule) for i in range(s.groups)]
+    if not pp_schedules.is_multi(schedule):
+        costs = pipe_costs(cal, s.bounds, m)
+        return f"{schedule}-m{m}", [pipe_worker(i, costs, s.steps, m, schedule) for i in range(s.groups)]
+    order = pp_schedules.action_order(schedule, s.groups, m)
+    halves = any(kind in ("I", "W") for actions in order.values() for kind, _, _ in actions)
+    costs = pipe_costs(cal, s.bounds, m, halves)
+    owner = {stage: r for r, own in enumerate(pp_schedules.placement(schedule, s.groups, len(order))) for stage in own}
+    v = s.groups // len(order)
+    return (f"{schedule}-m{m}-v{v}",
+            [multi_stage_worker(r, order[r], costs, owner, s.steps) for r in sorted(order)])
 
 
 # --- data parallel ---------------------------------------------------------------------------------
-def replica_worker(me: ReplicaCost, steps: int) -> Program:
+def replica_worker(me: ReplicaCost, steps: int, overlap: bool = True) -> Program:
+    """overlap: the all-reduces run beside the rest of the backward (NCCL on GPUs); else each one holds the
+    worker until it ends (gloo on a CPU host reduces on the cores that compute: there DDP's asynchronous
+    buckets ran no faster than all-reducing each one at once, within the machine's noise)."""
     for step in range(steps):
         yield Compute(me.forward_s)
         for b, (seconds, nbytes) in enumerate(me.buckets):
             yield Compute(seconds)
             yield AllReduce(("allreduce", step, b), nbytes)
+            if not overlap:
+                yield Wait(("allreduce", step, b))
         yield Wait(("allreduce", step, len(me.buckets) - 1))  # all-reduces run in order: the last is the tail
         yield Compute(me.optimizer_s)
 
@@ -196,7 +245,8 @@ def replica_worker(me: ReplicaCost, steps: int) -> Program:
 @program(Backend.DATA_PARALLEL)
 def _data_parallel(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
     me = replica_costs(cal, s.groups)
-    return "allreduce", [replica_worker(me, s.steps) for _ in range(s.groups)]
+    overlap = not str(cal.setting.get("device") or "cpu").startswith("cpu")
+    return "allreduce", [replica_worker(me, s.steps, overlap) for _ in range(s.groups)]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -207,6 +257,6 @@ def simulate(cal: Calibration, s: Setup, link: LinkModel) -> Prediction:
         raise BenchError(f"no cost model for {s.method.name}'s backend ({s.method.backend.value}) yet; modelled: "
                          f"{', '.join(b.value for b in PROGRAMS)}")
     name, programs = build(cal, s)
-    t = Simulation(link, s.groups).run(programs)
+    t = Simulation(link, len(programs)).run(programs)  # workers: K, or K / v for multi-stage pipelines
     return Prediction(s.method.name, s.groups, name, list(s.bounds), s.steps, cal.batch_size, t.phase_s,
                       t.busy_s, t.blocked_s)
