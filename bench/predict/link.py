@@ -34,6 +34,9 @@ class LinkModel:
     latency: float            # seconds per message
     source: str = "preset"    # preset | given | measured
     points: tuple = ()        # measured: the (bytes, seconds) the fit went through
+    # measured: the all-reduce's own (bandwidth, latency per round) from timed all-reduces (torch's collective
+    # is not a chain of the p2p messages: gloo reduces on the CPU); else the ring of p2p messages above
+    ring: tuple | None = None
 
     def transfer_s(self, nbytes: int) -> float:
         return self.latency + nbytes / self.bandwidth if self.bandwidth != float("inf") else self.latency
@@ -41,20 +44,22 @@ class LinkModel:
     def allreduce_s(self, nbytes: int, k: int) -> float:
         if k <= 1:
             return 0.0
-        volume = 0.0 if self.bandwidth == float("inf") else 2 * (k - 1) / k * nbytes / self.bandwidth
-        return volume + 2 * (k - 1) * self.latency
+        bandwidth, latency = self.ring or (self.bandwidth, self.latency)
+        volume = 0.0 if bandwidth == float("inf") else 2 * (k - 1) / k * nbytes / bandwidth
+        return volume + 2 * (k - 1) * latency
 
     def text(self) -> str:
         bw = "inf" if self.bandwidth == float("inf") else f"{self.bandwidth / GB:.3g} GB/s"
-        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us)"
+        ring = "" if not self.ring else f"; all-reduce {self.ring[0] / GB:.3g} GB/s, {self.ring[1] * 1e6:.3g} us per round"
+        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring})"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "points": [list(p) for p in self.points]}
+        return {**asdict(self), "points": [list(p) for p in self.points], "ring": list(self.ring) if self.ring else None}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LinkModel":
         return cls(d["name"], float(d["bandwidth"]), float(d["latency"]), d.get("source", "given"),
-                   tuple(tuple(p) for p in d.get("points", ())))
+                   tuple(tuple(p) for p in d.get("points", ())), tuple(d["ring"]) if d.get("ring") else None)
 
 
 PRESETS = {

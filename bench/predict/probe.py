@@ -1,7 +1,8 @@
 """The link measurement (`--link measured`): two local workers time one-way transfers of several sizes
 with the suite's own transfer probe (bench.exec.engine.time_exchange, the paper-style estimate's), on
 the backend a distributed run of this device uses (gloo on CPU, NCCL on GPUs), and the times are fitted
-to latency + bytes / bandwidth (link.fit).
+to latency + bytes / bandwidth (link.fit); then all-reduces of data-parallel bucket sizes, fitted the
+same way to the ring's n / bandwidth + 2 latency (two workers), the link's `ring`.
 
     python -m bench predict ... --link measured      # measure_link() starts the two workers
 """
@@ -11,17 +12,21 @@ import json
 import os
 import sys
 import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from ..config import RunConfig
-from ..exec.engine import init_comms, time_exchange
+from ..exec.engine import init_comms, synchronize, time_exchange
 from ..exec.launch import CONFIG_ENV, LocalJob, watch
 from ..exec.settings import DistConfig
 from .link import LinkModel, fit
 
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
+ALLREDUCE_SIZES = (64 << 10, 512 << 10, 1 << 20, 4 << 20)  # bytes per all-reduce
 REPS = 7  # timed transfers per size (the median counts), after one warm-up
 RESULT = "link-probe.json"
 
@@ -32,16 +37,34 @@ def measure_link(device: str = "cpu") -> LinkModel:
         cfg = RunConfig(groups=2, device=device, out=out)  # two workers; the method plays no part
         watch(LocalJob(cfg, DistConfig(timeout_s=120.0), module="bench.predict.probe"), lambda error: Path(out))
         got = json.loads((Path(out) / RESULT).read_text())
-    return fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
+    link = fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
+    ring = fit(got["allreduce_bytes"], got["allreduce_seconds"])  # n / bandwidth + 2 latency with two workers
+    return replace(link, ring=(ring.bandwidth, ring.latency / 2))
+
+
+def _time_allreduce(comms, nbytes: int, device, reps: int = REPS) -> float:
+    """Median seconds of one all-reduce of `nbytes` among all workers, after a barrier, one warm-up first."""
+    times = []
+    for rep in range(reps + 1):
+        t = torch.zeros(nbytes // 4, device=device)
+        dist.barrier(group=comms.ctrl)
+        t0 = time.perf_counter()
+        dist.all_reduce(t)
+        synchronize(device)
+        if rep:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
 def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     device, comms = init_comms(cfg, dcfg)
     rank, world = dist.get_rank(), dist.get_world_size()
     seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
+    reduced = [_time_allreduce(comms, n, device) for n in ALLREDUCE_SIZES]
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
-                                                        "backend": dist.get_backend()}))
+                                                        "allreduce_bytes": list(ALLREDUCE_SIZES),
+                                                        "allreduce_seconds": reduced, "backend": dist.get_backend()}))
     dist.destroy_process_group()
 
 
