@@ -11,9 +11,11 @@ cores (or 4 GPUs). Every worker gets one thread (one GPU). Evaluation is off: on
 
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
 with the command, the machine and its load; the raw run records go to results/speed-<profile>/<start time>/ (one folder per invocation).
-Beside every measured configuration the cost model's prediction (bench/predict): a calibration of this
-device in the benchmark's setting and the link measured by the transfer probe, both taken after the
-runs (`--no-predict`: none); `python -m bench predict-check` compares the two.
+Beside every measured configuration the cost model's prediction (bench/predict): from the median of the
+calibrations of this device taken in the benchmark's setting before each round (calibration-round<i>.json
+beside the records: the machine's slow and fast spells reach them as they reach the runs), and the link
+measured by the transfer probe after the runs (`--no-predict`: neither); `python -m bench predict-check`
+compares the two.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from .errors import BenchError
 from .exec import pp_schedules
 from .exec.launch import run_distributed, schedule_name
 from .exec.settings import DistConfig, shared_gpu
+from .predict.calibration import Calibration, median_of
 from .predict.model import predict_record
 from .predict.probe import measure_link
 from .train.build import calibrate, measure_split
@@ -190,13 +193,16 @@ def _config(case: Case, rep: int, settings: dict, folder: Path, cuts: dict) -> t
                            evaluate=False)
 
 
-def _run_all(todo: list[Case], repeats: int, settings: dict, folder: Path):
-    """Every case `repeats` times, round after round: (runs per label, errors per label, schedule per label)."""
+def _run_all(todo: list[Case], repeats: int, settings: dict, folder: Path, before_round=None):
+    """Every case `repeats` times, round after round, `before_round(i)` first: (runs per label, errors per
+    label, schedule per label)."""
     cuts: dict[int, list[int]] = {}  # K -> the cut every method with K workers runs on
     runs: dict[str, list[dict]] = {c.label: [] for c in todo}
     errors: dict[str, str] = {}
     schedules: dict[str, str] = {}
     for rep in range(repeats):
+        if before_round is not None:
+            before_round(rep)
         for case in todo:
             if case.label in errors:
                 continue
@@ -239,7 +245,8 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
     load_before, t_start = os.getloadavg(), time.time()
     settings = dict(model=model, data=data, profile=profile, split=split, data_root=data_root, device=device,
                     steps=steps, warmup=warmup, plugins=plugins)
-    runs, errors, schedules = _run_all(todo, repeats, settings, folder)
+    before = (lambda rep: _round_calibration(todo, settings, folder, rep)) if predict else None
+    runs, errors, schedules = _run_all(todo, repeats, settings, folder, before)
     settings["records"] = folder.as_posix()
     load_after = os.getloadavg()
     bp1 = median_run(runs["bp_w1_t1"])["final"]["samples_per_s"] if runs.get("bp_w1_t1") else None
@@ -255,11 +262,29 @@ def run_speed(profile: str = "cpu", model: str = "resnet50", data: str = "digits
     return _write(rows, Path(out), settings, command)
 
 
-def _predictions(rows: list[dict], todo: list[Case], runs: dict[str, list[dict]], s: dict) -> None:
-    """The cost model's samples/s and comm share beside each one-thread configuration's median run."""
+def _calibrate(todo: list[Case], s: dict):
+    """A calibration of this device in the benchmark's setting, one thread, with every method's costs."""
     cfg = RunConfig(method="bp", groups=1, model=s["model"], data=s["data"], profile=s["profile"], threads=1,
                     data_root=s["data_root"], device=s["device"], plugins=list(s["plugins"] or []))
-    cal = calibrate(cfg, [create_method(m) for m in sorted({c.method for c in todo} | {"bp"})])
+    return calibrate(cfg, [create_method(m) for m in sorted({c.method for c in todo} | {"bp"})])
+
+
+def _round_calibration(todo: list[Case], s: dict, folder: Path, rep: int) -> None:
+    try:  # a failed calibration costs that round's prediction input, never the measurement
+        _calibrate(todo, s).save(folder / f"calibration-round{rep + 1}.json")
+    except Exception as e:
+        print(f"warning: no calibration before round {rep + 1}: {type(e).__name__}: {e}", flush=True)
+
+
+def round_calibrations(folder: Path):
+    """The median of the calibrations a measurement took before its rounds, or None if it took none."""
+    paths = sorted(folder.glob("calibration-round*.json"))
+    return median_of([Calibration.load(p) for p in paths]) if paths else None
+
+
+def _predictions(rows: list[dict], todo: list[Case], runs: dict[str, list[dict]], s: dict) -> None:
+    """The cost model's samples/s and comm share beside each one-thread configuration's median run."""
+    cal = round_calibrations(Path(s["records"])) or _calibrate(todo, s)
     link = measure_link(s["device"])
     for row, case in zip(rows, todo):
         if case.threads == 1 and runs.get(case.label) and row["status"] == "completed":
@@ -292,8 +317,9 @@ def _write(rows: list[dict], out: Path, s: dict, command: str | None) -> Path:
               "boundary sizes over the step time; both are means over workers. Peak MB = peak RSS of a worker "
               "process since training started (CPU; it includes the data and the copy of every group each "
               "worker builds at start) or NVML (GPU); training MB = that peak minus the RSS at the start. "
-              "predicted = the cost model's samples/s for the configuration (bench/predict: a calibration of "
-              "this device and the measured link, taken after the runs; one-thread configurations only), a "
+              "predicted = the cost model's samples/s for the configuration (bench/predict: the median of the "
+              "calibrations of this device taken before each round, and the link measured after the runs; "
+              "one-thread configurations only), a "
               "prediction beside the measurement; `python -m bench predict-check` prints both with the error.")
     table = _markdown(rows, header)
     atomic_write_text(csv_path.with_suffix(".md"), table)

@@ -6,6 +6,7 @@ No timing is asserted: toy costs are exact, real measurements are only checked f
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import replace
 
 import pytest
@@ -14,7 +15,9 @@ import torch
 from bench.__main__ import main
 from bench.config import RunConfig
 from bench.models import build_model
-from bench.predict.calibration import BoundaryCosts, Calibration
+from bench.errors import BenchError
+from bench.exec import pp_schedules
+from bench.predict.calibration import BoundaryCosts, Calibration, median_of
 from bench.predict.link import FREE, LinkModel, fit, parse_link
 from bench.predict.model import predict
 from bench.predict.programs import Setup, simulate
@@ -38,7 +41,8 @@ def toy(n: int, fwd: float = 1.0, bwd: float = 2.0, aux: dict | None = None, out
                        units=names or [f"u{i}" for i in range(n)], params=[1000] * n, out_bytes=[out_bytes] * n,
                        batches=sizes, forward_s={s: [fwd * s / B] * n for s in sizes},
                        backward_s={s: [bwd * s / B] * n for s in sizes}, optimizer_s=[0.0] * n, head_s=[0.0] * (n + 1),
-                       methods=methods)
+                       methods=methods, backward_input_s={s: [bwd * s / B / 2] * n for s in sizes[1:]},
+                       backward_weight_s={s: [bwd * s / B / 2] * n for s in sizes[1:]})
 
 
 def even(k: int, per: int = 2) -> list[int]:
@@ -134,10 +138,14 @@ def test_a_calibration_is_measured_and_round_trips(tmp_path):
     and the feedback each sends back as the link carries it (lct: a loss per sample; dni: a gradient as large as
     the activation); saved and loaded unchanged."""
     cfg = RunConfig(method="bp", groups=1, model="resnet50", data="digits", profile="smoke", threads=1, batch_size=32)
-    cal = calibrate(cfg, [create_method(m) for m in ("bp", "lct", "dni", "gpipe")], divisors=(1, 4))
+    cal = calibrate(cfg, [create_method(m) for m in ("bp", "lct", "dni", "gpipe", "infopro")], divisors=(1, 4))
     assert cal.batches == [32, 8] and len(cal.units) == 18
     assert all(t > 0 for b in cal.batches for t in cal.forward_s[b] + cal.backward_s[b])
-    assert set(cal.methods) == {"bp", "lct", "dni"}  # gpipe's rule never runs per group on real workers
+    # gpipe's rule never runs per group on real workers; infopro's rule is given the network's input, as there
+    assert set(cal.methods) == {"bp", "lct", "dni", "infopro"} and min(cal.methods["infopro"].forward_s) > 0
+    # the zero-bubble halves at the micro-batch size: the first unit's stage skips the input half
+    assert list(cal.backward_input_s) == [8] == list(cal.backward_weight_s)
+    assert cal.backward_input_s[8][0] == 0 and min(cal.backward_input_s[8][1:] + cal.backward_weight_s[8]) > 0
     assert cal.methods["lct"].feedback_bytes == [32 * 4] * 17
     assert cal.methods["dni"].feedback_bytes == [32 * b for b in cal.out_bytes[:-1]]
     path = tmp_path / "cal.json"
@@ -277,3 +285,68 @@ def test_the_throughput_objective_cuts_a_run_and_leaves_its_random_draws_alone()
 def test_the_throughput_objective_is_an_option_of_the_timed_rule(capsys):
     assert main(["run", "--method", "lct", "--groups", "2", "--split-objective", "throughput"]) == 2
     assert "--split-objective throughput is an option of --split timed" in capsys.readouterr().err
+
+
+MULTI = [n for n in pp_schedules.available() if pp_schedules.is_multi(n)]
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_torchs_action_order_passes_every_micro_batch_of_every_stage_once(name):
+    """The order the cost model runs is torch's own, per worker: m forwards of each own stage, and m backwards
+    (whole, or an input half then a weight half); a send for every boundary that crosses to another worker."""
+    m, k = 8, 4
+    order = pp_schedules.action_order(name, k, m)
+    placement = pp_schedules.placement(name, k, len(order))
+    assert sorted(order) == [0, 1]
+    for rank, actions in order.items():
+        count = Counter((kind, stage) for kind, stage, _ in actions)
+        for stage in placement[rank]:
+            assert count["F", stage] == m and count["B", stage] + count["I", stage] == m
+            assert count["W", stage] == count["I", stage]
+            crosses = stage + 1 < k and stage + 1 not in placement[rank]
+            assert count["SEND_F", stage] == (m if crosses else 0)
+
+
+@pytest.mark.parametrize("name", MULTI)
+def test_a_multi_stage_schedule_runs_v_stages_on_each_of_k_over_v_workers(name):
+    """Four stages on two workers: each worker computes exactly its two stages' micro-batches (the halves of a
+    zero-bubble backward add up to the whole one), and no faster than a perfect 2x over one device."""
+    cal, m = toy(8), 8
+    p = run(cal, "gpipe", 4, even(4), steps=4, options={"microbatches": m, "schedule": name})
+    assert p.schedule == f"{name}-m{m}-v2" and len(p.busy_s) == 2
+    stage_s = 2 * 3.0  # two units of forward 1 + backward 2 on the whole batch, m micro-batches of 1/m each
+    assert p.busy_s == pytest.approx([2 * stage_s * p.steps] * 2)
+    assert p.samples_per_s <= 2 * bp_one(cal).samples_per_s * (1 + 1e-9)
+
+
+def test_on_a_cpu_host_the_all_reduces_do_not_overlap_the_backward():
+    """gloo reduces on the cores that compute: each bucket holds the worker; on a GPU it runs beside the rest of
+    the backward, so the same costs give a faster step."""
+    cal = toy(16)
+    cal.params = [300_000] * 16  # 1.2 MB per unit: a bucket per unit or so
+    link = LinkModel("slow", 1e8, 1e-4)
+    cpu = run(cal, "ddp", 2, [0, 16], link=link, steps=5)
+    cal.setting["device"] = "cuda"
+    gpu = run(cal, "ddp", 2, [0, 16], link=link, steps=5)
+    assert gpu.samples_per_s > cpu.samples_per_s
+    compute = 16 * 3.0 / 2  # half the batch on each worker
+    assert cpu.phase_s / cpu.steps == pytest.approx(compute + cpu.blocked_s[0] / cpu.steps)
+
+
+def test_a_measured_all_reduce_replaces_the_ring_of_messages():
+    link = LinkModel("m", 1e9, 1e-5, "measured", ring=(2e9, 1e-3))
+    assert link.allreduce_s(2_000_000, 2) == pytest.approx(1e-3 + 2 * 1e-3)
+    assert LinkModel.from_dict(json.loads(json.dumps(link.to_dict()))) == link
+    assert replace(link, ring=None).allreduce_s(2_000_000, 2) == pytest.approx(2e-3 + 2e-5)
+
+
+def test_calibrations_combine_by_their_median():
+    """The speed benchmark calibrates before every round and predicts from their median: a slow spell in one
+    calibration moves nothing."""
+    cals = [toy(4, fwd=f) for f in (1.0, 1.1, 3.0)]
+    both = median_of(cals)
+    assert both.forward_s[B] == pytest.approx([1.1] * 4) and both.backward_s == cals[0].backward_s
+    assert both.env["combined"] == 3
+    other = toy(5)
+    with pytest.raises(BenchError, match="different settings"):
+        median_of([cals[0], other])

@@ -61,6 +61,7 @@ class Checked:
     predicted_sps: float | None = None
     predicted_comm: float | None = None
     note: str = ""
+    runs: tuple[float, float] = (0.0, 0.0)  # the slowest and the fastest run's samples/s: the measurement's own spread
 
     @property
     def error(self) -> float | None:
@@ -72,7 +73,8 @@ def check_speed(folder: Path, cal: Calibration, link: LinkModel) -> list[Checked
     for label, runs in sorted(speed_runs(folder).items()):
         rec = median_run(runs)
         schedule = SCHEDULE_ALIASES.get(rec.get("schedule", ""), rec.get("schedule", ""))
-        row = Checked(label, schedule, rec["final"]["samples_per_s"], measured_comm(rec))
+        every = sorted(r["final"]["samples_per_s"] for r in runs)
+        row = Checked(label, schedule, rec["final"]["samples_per_s"], measured_comm(rec), runs=(every[0], every[-1]))
         if threads_of(rec) != int(cal.setting.get("threads") or 1):
             row.note = f"{threads_of(rec)} threads per worker; the calibration has {cal.setting.get('threads')}"
         else:
@@ -86,15 +88,15 @@ def check_speed(folder: Path, cal: Calibration, link: LinkModel) -> list[Checked
 
 
 def speed_table(rows: list[Checked], tolerance: float) -> str:
-    lines = ["| configuration | schedule | measured samples/s | predicted | error | measured comm share | predicted "
-             "comm share | within tolerance |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | schedule | measured samples/s | its runs (slowest-fastest) | predicted | error | measured "
+             "comm share | predicted comm share | within tolerance |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pred = "-" if r.predicted_sps is None else f"{r.predicted_sps:.1f}"
         err = "-" if r.error is None else f"{100 * r.error:+.1f}%"
         comm = "-" if r.predicted_comm is None else f"{r.predicted_comm:.3f}"
         ok = r.note or ("yes" if abs(r.error) <= tolerance else "NO")
-        lines.append(f"| {r.label} | {r.schedule} | {r.measured_sps:.1f} | {pred} | {err} | {r.measured_comm:.3f} | "
-                     f"{comm} | {ok} |")
+        lines.append(f"| {r.label} | {r.schedule} | {r.measured_sps:.1f} | {r.runs[0]:.0f}-{r.runs[1]:.0f} | {pred} | "
+                     f"{err} | {r.measured_comm:.3f} | {comm} | {ok} |")
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ from methods import create_method, list_methods, load_plugins
 
 from ..config import PROFILES, RunConfig
 from ..errors import BenchError
+from ..speed import latest_measurement, round_calibrations
 from ..train.build import calibrate
 from ..train.records import atomic_write_text
 from .calibration import Calibration, stage_methods
@@ -77,7 +78,8 @@ def add_parsers(sub, plugin) -> None:
 
     k = sub.add_parser("predict-check", help="the cost model against the speed benchmark's real runs (and the paper)")
     k.add_argument("--speed", default="results/speed-cpu.csv", help="the speed CSV; its records beside it")
-    k.add_argument("--calibration", default=None, help="default: calibrate now, in the speed runs' setting")
+    k.add_argument("--calibration", default=None, help="default: the median of the calibrations the speed benchmark "
+                   "took before its rounds, else calibrate now in the speed runs' setting")
     _link_args(k, "measured")
     k.add_argument("--tolerance", type=float, default=TOLERANCE, help="exit 1 if a prediction is off by more")
     k.add_argument("--gpu-calibration", default=None, help="a calibration recorded on a GPU: the paper check")
@@ -189,6 +191,8 @@ def _predict_check(args) -> int:
     folder = speed.with_suffix("")
     if args.calibration:
         cal = Calibration.load(Path(args.calibration))
+    elif (cal := round_calibrations(latest_measurement(folder))) is not None:
+        pass  # the calibrations the benchmark took before its rounds: in the runs' own spells of the machine
     else:  # the speed runs' own setting, one worker's threads
         rec = first_record(folder)
         cfg = replace(RunConfig.from_dict(rec["config"]), method="bp", groups=1, extra={}, split_bounds=None,
