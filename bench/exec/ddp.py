@@ -14,7 +14,7 @@ from bench.errors import BenchError
 from bench.models.split import Split
 from bench.train.build import contexts
 
-from .engine import CALIBRATION_REPS, WorkerEngine, synchronize
+from .engine import WorkerEngine, time_allreduce
 from .meter import Meter
 
 
@@ -71,15 +71,7 @@ class DataParallelWorkers(WorkerEngine):
     def calibrate(self) -> float:
         """One all-reduce of every parameter: the paper's style of estimate for data parallelism."""
         n = sum(p.numel() for p in self.rule.body.parameters())
-        buf, times = torch.zeros(n, device=self.device), []
-        for rep in range(CALIBRATION_REPS + 1):
-            dist.barrier(group=self.comms.ctrl)
-            t0 = time.perf_counter()
-            dist.all_reduce(buf, group=self.comms.fwd)
-            synchronize(self.device)
-            if rep:
-                times.append(time.perf_counter() - t0)
-        return sorted(times)[len(times) // 2]
+        return time_allreduce(self.comms, n, self.device, group=self.comms.fwd)
 
 
 class _BlockedTail:

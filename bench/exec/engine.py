@@ -285,6 +285,20 @@ def time_exchange(comms: Comms, rank: int, world: int, device: torch.device, j: 
     return median[j]
 
 
+def time_allreduce(comms: Comms, numel: int, device: torch.device, group=None, reps: int = CALIBRATION_REPS) -> float:
+    """Median seconds of one all-reduce of `numel` float32 among all workers of `group` (default: the world),
+    after a barrier, one warm-up first: data parallelism's paper-style estimate and the link probe's ring."""
+    buf, times = torch.zeros(numel, device=device), []
+    for rep in range(reps + 1):
+        dist.barrier(group=comms.ctrl)
+        t0 = time.perf_counter()
+        dist.all_reduce(buf, group=group)
+        synchronize(device)
+        if rep:
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
 def _exchange(comms: Comms, rank: int, device: torch.device, j: int, act: tuple, fb: tuple | None) -> None:
     """act, fb: (shape, dtype) of the two messages (fb None: none back)."""
     fwd, bwd = comms.fwd, comms.bwd

@@ -18,6 +18,7 @@ from bench.errors import BenchError
 V_SHAPED = ("zbvzerobubble", "dualpipev")  # torch places their stages with generate_stage_to_rank_mapping(style="v")
 AT_LEAST_ONE_PER_STAGE = ("1f1b", "dualpipev")  # torch: n_microbatches >= number of stages
 ROUNDS = ("interleaved1f1b", "interleavedzerobubble")  # torch: n_microbatches % max(1, n_microbatches // W) == 0
+COMPUTE_AND_P2P = ("F", "B", "I", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B")  # the actions action_order keeps
 
 
 def _schedules():
@@ -109,5 +110,3 @@ def action_order(name: str, groups: int, microbatches: int) -> dict[int, list[tu
                        if a.computation_type.value in COMPUTE_AND_P2P]
     return order
 
-
-COMPUTE_AND_P2P = ("F", "B", "I", "W", "SEND_F", "RECV_F", "SEND_B", "RECV_B")

@@ -234,19 +234,26 @@ def unit_times(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor],
     return [statistic(t) for t in fwd], [statistic(t) for t in bwd], head_cost
 
 
-def chain_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor):
-    """One timed pass of the units in a chain, as the groups run them (each unit's input cut from the graph,
-    so that its backward is its own): (inputs, outputs, forward seconds, backward seconds) per unit."""
-    device = x.device
+def chain_forward(units: nn.ModuleList, x: torch.Tensor):
+    """The units' forward in a chain, as the groups run them (each unit's input cut from the graph, so that its
+    backward is its own): (inputs, outputs, forward seconds) per unit."""
     inputs, outputs, fwd, h = [], [], [], x
     for j, unit in enumerate(units):
         inp = h if j == 0 else h.detach().requires_grad_(True)
-        t0 = _clock(device)
+        t0 = _clock(x.device)
         h = unit(inp)
-        t1 = _clock(device)
+        t1 = _clock(x.device)
         inputs.append(inp)
         outputs.append(h)
         fwd.append(t1 - t0)
+    return inputs, outputs, fwd
+
+
+def chain_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor):
+    """One timed pass of the units in a chain (chain_forward, then each unit's backward from the loss or the
+    next unit's input gradient): (inputs, outputs, forward seconds, backward seconds) per unit."""
+    device = x.device
+    inputs, outputs, fwd = chain_forward(units, x)
     bwd, grad = [0.0] * len(units), None
     for j in reversed(range(len(units))):
         t0 = _clock(device)

@@ -38,7 +38,7 @@ from torch import nn
 from methods import Backend, Feedback, GroupContext, GroupRule
 
 from ..errors import BenchError
-from ..models.split import chain_pass, flat_ce, unit_times
+from ..models.split import chain_forward, chain_pass, flat_ce, unit_times
 from ..models.unit import UnitModel
 from ..train.records import atomic_write_text
 
@@ -72,7 +72,7 @@ class Calibration:
     head_s: list[float]                # index j: the critic after unit j - 1 (0 at both ends), like split's head_cost
     methods: dict[str, BoundaryCosts] = field(default_factory=dict)
     env: dict = field(default_factory=dict)
-    # a zero-bubble pipeline's backward halves (split_backward_times), at the micro-batch sizes: batch -> per unit
+    # a zero-bubble pipeline's backward halves (split_pass), at the micro-batch sizes: batch -> per unit
     backward_input_s: dict[int, list[float]] = field(default_factory=dict)
     backward_weight_s: dict[int, list[float]] = field(default_factory=dict)
 
@@ -264,12 +264,7 @@ def split_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> tuple[
     unit, as its stage does it)."""
     from torch.distributed.pipelining._backward import stage_backward_input, stage_backward_weight
 
-    inputs, outputs, h = [], [], x
-    for j, unit in enumerate(units):
-        inp = h if j == 0 else h.detach().requires_grad_(True)
-        h = unit(inp)
-        inputs.append(inp)
-        outputs.append(h)
+    inputs, outputs, _ = chain_forward(units, x)
     in_s, w_s, grad = [0.0] * len(units), [0.0] * len(units), None
     for j in reversed(range(len(units))):
         out = [flat_ce(outputs[j], y)] if grad is None else [outputs[j]]

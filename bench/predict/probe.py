@@ -12,15 +12,13 @@ import json
 import os
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 import torch.distributed as dist
 
 from ..config import RunConfig
-from ..exec.engine import init_comms, synchronize, time_exchange
+from ..exec.engine import init_comms, time_allreduce, time_exchange
 from ..exec.launch import CONFIG_ENV, LocalJob, watch
 from ..exec.settings import DistConfig
 from .link import LinkModel, fit
@@ -42,25 +40,11 @@ def measure_link(device: str = "cpu") -> LinkModel:
     return replace(link, ring=(ring.bandwidth, ring.latency / 2))
 
 
-def _time_allreduce(comms, nbytes: int, device, reps: int = REPS) -> float:
-    """Median seconds of one all-reduce of `nbytes` among all workers, after a barrier, one warm-up first."""
-    times = []
-    for rep in range(reps + 1):
-        t = torch.zeros(nbytes // 4, device=device)
-        dist.barrier(group=comms.ctrl)
-        t0 = time.perf_counter()
-        dist.all_reduce(t)
-        synchronize(device)
-        if rep:
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
 def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     device, comms = init_comms(cfg, dcfg)
     rank, world = dist.get_rank(), dist.get_world_size()
     seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
-    reduced = [_time_allreduce(comms, n, device) for n in ALLREDUCE_SIZES]
+    reduced = [time_allreduce(comms, n // 4, device, reps=REPS) for n in ALLREDUCE_SIZES]
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
                                                         "allreduce_bytes": list(ALLREDUCE_SIZES),
