@@ -52,7 +52,7 @@ INSTRUMENTATION_TARGET = 0.02  # instrumentation time / suite step time, below
 TIMERS_PER_STEP = 8         # stage worker: now() around forward and backward (4), Meter.wait's two receives (4)
 SYNCS_PER_STEP = 4          # on a GPU every now() syncs first
 TITLE = "# Overhead of the suite's training step over a plain PyTorch loop"
-COLUMNS = ["device", "model", "data", "data_source", "width", "batch_size", "precision", "steps", "rounds",
+COLUMNS = ["device", "model", "data", "profile", "data_source", "width", "batch_size", "precision", "steps", "rounds",
            "threads", "channels_last", "cudnn_benchmark", "suite_step_s", "plain_step_s", "suite_samples_per_s",
            "plain_samples_per_s", "ratio", "ratio_target", "ratio_verdict", "noise_ratio", "instrumentation_share",
            "instrumentation_target", "instrumentation_verdict", "timer_us", "memory_sample_us", "sync_us",
@@ -204,6 +204,7 @@ def measure(s: Setting, cfg: RunConfig) -> dict:
     share = per_step / suite_s
     return {
         **{k: v for k, v in asdict(s).items() if k not in ("out", "data_root")}, "data_source": run.data.source,
+        "profile": cfg.profile,  # the suite's settings the run starts from (width and batch given on top)
         "threads": torch.get_num_threads(), "channels_last": cfg.channels_last,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "suite_step_s": suite_s, "plain_step_s": plain_s,
@@ -250,7 +251,8 @@ def markdown(m: dict) -> str:
     return "\n".join([
         TITLE, "",
         f"Command: `{m['command']}`  ",
-        f"Setting: {m['model']} width {m['width']:g}, {m['data']} ({m['data_source']}), batch {m['batch_size']}, "
+        f"Setting: profile {m['profile']}, {m['model']} width {m['width']:g}, {m['data']} ({m['data_source']}), "
+        f"batch {m['batch_size']}, "
         f"{m['precision']}, device {m['device']}, torch {m['torch']}, {m['threads']} threads, channels_last "
         f"{m['channels_last']}, cudnn.benchmark {m['cudnn_benchmark']}; {m['rounds']} rounds of {m['steps']} steps "
         f"of each loop after one untimed phase each, interleaved.  ",
