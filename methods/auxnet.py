@@ -219,8 +219,9 @@ class AuxNet(ExchangeMethod):
             part["multipliers"] = Multipliers(None if g.is_first else g.in_shape, g.out_shape)
         self.shares = [AuxShare(g, part, opts, options) for g, part, opts in zip(groups, self.parts, self.optims)]
 
-    def serial(self, step):
-        return (step + 1) % self.opts["correct_every"] == 0
+    @staticmethod
+    def is_serial(options, step):
+        return (step + 1) % options["correct_every"] == 0
 
     def set_lr(self, step):
         for opts in self.optims:  # the AuxNets keep their fixed Adam lr

@@ -56,9 +56,14 @@ class ExchangeMethod(WholeStepRule):
     backend = Backend.EXCHANGE
     shares: list[Share]
 
-    def serial(self, step: int) -> bool:
-        """Whether `step` is a serial pass (every share, every worker asks the same)."""
+    @staticmethod
+    def is_serial(options: dict, step: int) -> bool:
+        """Whether `step` is a serial pass, from the resolved options alone (every share, every worker and the cost
+        model ask the same)."""
         raise NotImplementedError
+
+    def serial(self, step: int) -> bool:
+        return self.is_serial(self.opts, step)
 
     def step(self, step, x, y):
         self.set_lr(step)

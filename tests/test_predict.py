@@ -22,6 +22,7 @@ from bench.predict.link import FREE, LinkModel, fit, parse_link
 from bench.predict.model import predict
 from bench.predict.programs import Setup, simulate
 from bench.predict.search import best_cut, timed_cut
+from bench.predict.shares import PARTS, ShareCosts
 from bench.train.build import build, calibrate
 from helpers import params_of
 from methods import create_method
@@ -42,7 +43,8 @@ def toy(n: int, fwd: float = 1.0, bwd: float = 2.0, aux: dict | None = None, out
                        batches=sizes, forward_s={s: [fwd * s / B] * n for s in sizes},
                        backward_s={s: [bwd * s / B] * n for s in sizes}, optimizer_s=[0.0] * n, head_s=[0.0] * (n + 1),
                        methods=methods, backward_input_s={s: [bwd * s / B / 2] * n for s in sizes[1:]},
-                       backward_weight_s={s: [bwd * s / B / 2] * n for s in sizes[1:]})
+                       backward_weight_s={s: [bwd * s / B / 2] * n for s in sizes[1:]},
+                       shares={"auxnet": ShareCosts(*([{p: 0.0 for p in PARTS} for _ in range(n - 1)] for _ in "ab"))})
 
 
 def even(k: int, per: int = 2) -> list[int]:
@@ -108,6 +110,32 @@ def test_ddp_over_a_free_link_is_k_times(k):
     assert slow.samples_per_s / bp < k and min(slow.blocked_share) > 0  # the all-reduce tail shows
 
 
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("every", [1, 4, 10 ** 6])
+def test_an_exchange_step_is_parallel_and_its_serial_steps_are_backprop(k, every):
+    """Balanced groups, a free link, shares that cost nothing besides their bodies: a parallel step takes one
+    group-time on every worker at once (K x BP), a serial step is lockstep backprop (1 x), so with one serial
+    step in `every` a step takes on average ((every - 1) / K + 1) / every of BP's."""
+    cal, steps = toy(2 * k), 400
+    bp = bp_one(cal).samples_per_s
+    p = run(cal, "auxnet", k, even(k), steps=steps, options={"correct_every": every})
+    serial = sum(create_method("auxnet").is_serial({"correct_every": every}, s) for s in range(steps))
+    assert p.schedule == "exchange" and serial == steps // every
+    closed = steps / ((steps - serial) / k + serial)
+    assert p.samples_per_s / bp == pytest.approx(closed)
+
+
+def test_an_exchange_step_sends_both_ways_at_once():
+    """A parallel step's two messages cross at the same time: one transfer's time per step, not two; a serial
+    step pays the activation forward and the gradient back, one after the other."""
+    cal, link = toy(4, out_bytes=1000), LinkModel("toy", 1e6, 0.5)
+    free = run(cal, "auxnet", 2, [0, 2, 4], options={"correct_every": 10 ** 6}).phase_s
+    slow = run(cal, "auxnet", 2, [0, 2, 4], link, options={"correct_every": 10 ** 6})
+    assert slow.phase_s == pytest.approx(free + slow.steps * (0.5 + 1000 * B / 1e6))
+    serial = run(cal, "auxnet", 2, [0, 2, 4], link, options={"correct_every": 1})
+    assert serial.phase_s == pytest.approx(bp_one(cal).phase_s + serial.steps * 2 * (0.5 + 1000 * B / 1e6))
+
+
 def test_bp_in_lockstep_is_sequential_and_transfers_add_up():
     cal = toy(4, out_bytes=1000)
     link = LinkModel("toy", 1e6, 0.5)
@@ -138,7 +166,7 @@ def test_a_calibration_is_measured_and_round_trips(tmp_path):
     and the feedback each sends back as the link carries it (lct: a loss per sample; dni: a gradient as large as
     the activation); saved and loaded unchanged."""
     cfg = RunConfig(method="bp", groups=1, model="resnet50", data="digits", profile="smoke", threads=1, batch_size=32)
-    cal = calibrate(cfg, [create_method(m) for m in ("bp", "lct", "dni", "gpipe", "infopro")], divisors=(1, 4))
+    cal = calibrate(cfg, [create_method(m) for m in ("bp", "lct", "dni", "gpipe", "infopro", "auxnet")], divisors=(1, 4))
     assert cal.batches == [32, 8] and len(cal.units) == 18
     assert all(t > 0 for b in cal.batches for t in cal.forward_s[b] + cal.backward_s[b])
     # gpipe's rule never runs per group on real workers; infopro's rule is given the network's input, as there
@@ -148,6 +176,11 @@ def test_a_calibration_is_measured_and_round_trips(tmp_path):
     assert cal.backward_input_s[8][0] == 0 and min(cal.backward_input_s[8][1:] + cal.backward_weight_s[8]) > 0
     assert cal.methods["lct"].feedback_bytes == [32 * 4] * 17
     assert cal.methods["dni"].feedback_bytes == [32 * b for b in cal.out_bytes[:-1]]
+    # auxnet's shares, on either side of every boundary: its AuxNet (forward, fit) only after a boundary
+    shares = cal.shares["auxnet"]
+    assert list(cal.shares) == ["auxnet"] and len(shares.before) == len(shares.after) == 17
+    assert all(min(side[j].values()) > 0 for side in (shares.before, shares.after) for j in range(17))
+    assert all(shares.after[j]["outgoing"] > shares.before[j]["outgoing"] for j in range(17))
     path = tmp_path / "cal.json"
     cal.save(path)
     back = Calibration.load(path)
@@ -347,6 +380,8 @@ def test_calibrations_combine_by_their_median():
     both = median_of(cals)
     assert both.forward_s[B] == pytest.approx([1.1] * 4) and both.backward_s == cals[0].backward_s
     assert both.env["combined"] == 3
+    cals[2].shares["auxnet"].before[0]["update"] = 5.0  # one calibration's share costs in a slow spell
+    assert median_of(cals).shares["auxnet"].before[0]["update"] == 0.0
     other = toy(5)
     with pytest.raises(BenchError, match="different settings"):
         median_of([cals[0], other])

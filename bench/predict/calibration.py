@@ -17,7 +17,9 @@ saved as JSON (`python -m bench calibrate`), the cost model's only source of com
   synthesizer or exit head and their optimisers), and the bytes of the feedback it sends back. They
   are measured by running the method's rule on a one-weight body (x * w) whose input is unit j's real
   output; the rule's fixed cost per call (an optimiser step over one weight, the x * w) is included,
-  tens of microseconds.
+  tens of microseconds;
+- per method of the exchange backend, at every boundary: what its shares spend besides their bodies, on
+  either side of the boundary, in each of their calls (shares.py).
 Nothing is estimated: where the model needs a cost a calibration lacks, it says so in one line.
 """
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..errors import BenchError
 from ..models.split import chain_forward, chain_pass, flat_ce, unit_times
 from ..models.unit import UnitModel
 from ..train.records import atomic_write_text
+from .shares import PARTS, ShareCosts, exchange_methods, share_costs
 
 SCHEMA = 1
 KIND = "lctbench-calibration"
@@ -75,6 +78,7 @@ class Calibration:
     # a zero-bubble pipeline's backward halves (split_pass), at the micro-batch sizes: batch -> per unit
     backward_input_s: dict[int, list[float]] = field(default_factory=dict)
     backward_weight_s: dict[int, list[float]] = field(default_factory=dict)
+    shares: dict[str, ShareCosts] = field(default_factory=dict)  # exchange-backend methods (shares.py)
 
     @property
     def batch_size(self) -> int:
@@ -109,6 +113,13 @@ class Calibration:
                              f"with --methods {method}")
         return self.methods[method]
 
+    def share(self, method: str) -> ShareCosts:
+        if method not in self.shares:
+            have = ", ".join(sorted(self.shares)) or "none"
+            raise BenchError(f"the calibration has no share costs of {method} (it has: {have}); calibrate with "
+                             f"--methods {method}")
+        return self.shares[method]
+
     # --- JSON ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -130,7 +141,8 @@ class Calibration:
                        optimizer_s=d["optimizer_s"], head_s=d["head_s"],
                        methods={m: BoundaryCosts(**c) for m, c in d.get("methods", {}).items()}, env=d.get("env", {}),
                        backward_input_s={int(b): v for b, v in d.get("backward_input_s", {}).items()},
-                       backward_weight_s={int(b): v for b, v in d.get("backward_weight_s", {}).items()})
+                       backward_weight_s={int(b): v for b, v in d.get("backward_weight_s", {}).items()},
+                       shares={m: ShareCosts.from_dict(c) for m, c in d.get("shares", {}).items()})
         except (KeyError, TypeError) as e:
             raise BenchError(f"calibration is missing or has a bad field: {e}") from None
 
@@ -162,6 +174,12 @@ def median_of(cals: list[Calibration]) -> Calibration:
         got = [c.methods[m] for c in cals]
         methods[m] = BoundaryCosts([median(v) for v in zip(*(g.forward_s for g in got))],
                                    [median(v) for v in zip(*(g.backward_s for g in got))], got[0].feedback_bytes)
+
+    def side(tables):  # per boundary, per part, the median over the calibrations
+        return [{p: median(t[j][p] for t in tables) for p in PARTS} for j in range(len(tables[0]))]
+
+    shares = {m: ShareCosts(side([c.shares[m].before for c in cals]), side([c.shares[m].after for c in cals]))
+              for m in set.intersection(*(set(c.shares) for c in cals))}
     return Calibration(
         setting=first.setting, units=first.units, params=first.params, out_bytes=first.out_bytes,
         batches=first.batches, forward_s=per_batch("forward_s"), backward_s=per_batch("backward_s"),
@@ -169,7 +187,7 @@ def median_of(cals: list[Calibration]) -> Calibration:
         head_s=[median(v) for v in zip(*(c.head_s for c in cals))], methods=methods,
         env={**first.env, "combined": len(cals), "load_before": min(c.env.get("load_before", 0) for c in cals),
              "load_after": max(c.env.get("load_after", 0) for c in cals)},
-        backward_input_s=per_batch("backward_input_s"), backward_weight_s=per_batch("backward_weight_s"))
+        backward_input_s=per_batch("backward_input_s"), backward_weight_s=per_batch("backward_weight_s"), shares=shares)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -204,14 +222,15 @@ def _feedback(method, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None
 
 
 def boundary_costs(method, inputs: list[torch.Tensor], batch: tuple[torch.Tensor, torch.Tensor],
-                   context_for: Callable[[tuple, nn.Module], GroupContext], reps: int = BOUNDARY_REPS) -> BoundaryCosts:
+                   context_for: Callable[..., GroupContext], reps: int = BOUNDARY_REPS) -> BoundaryCosts:
     """The method's rule, as a middle group on a one-weight body, at each boundary's real activation (and
     given the network's input batch, as the executors give it, where the rule declares needs_input)."""
     image, y = batch
     fwd, bwd, fb_bytes = [], [], []
     device = y.device
     for x in inputs:
-        ctx = context_for(tuple(x.shape[1:]), _OneWeight().to(device))
+        shape = tuple(x.shape[1:])
+        ctx = context_for(1, 3, _OneWeight().to(device), shape, shape)  # a middle group at this boundary
         rule = method(ctx, method.resolve_options({}))
         for m in rule.modules().values():
             m.to(device)
@@ -331,12 +350,13 @@ def measure(model: UnitModel, batch: tuple[torch.Tensor, torch.Tensor], *, make_
                 h = u(h)
                 outs.append(h.detach())
         costs = {m.name: boundary_costs(m, outs[:-1], (x, y), context_for) for m in stage_methods(methods)}
+        shares = {m.name: share_costs(m, outs[:-1], outs[-1], (x, y), context_for) for m in exchange_methods(methods)}
         opt = optimizer_seconds(model, make_optimizer, device, reps)
     return Calibration(
         setting={**setting, "batch_size": len(x)}, units=list(model.unit_names),
         params=[sum(p.numel() for p in u.parameters()) for u in model.units],
         out_bytes=[o[0].numel() * o.element_size() for o in outs], batches=sizes, forward_s=fwd, backward_s=bwd,
-        optimizer_s=opt, head_s=head, methods=costs, backward_input_s=bwd_in, backward_weight_s=bwd_w,
+        optimizer_s=opt, head_s=head, methods=costs, backward_input_s=bwd_in, backward_weight_s=bwd_w, shares=shares,
         env={"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
              "cpu_count": os.cpu_count(), "machine": platform.processor() or platform.machine(),
              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -20,6 +20,7 @@ from ..speed import latest_measurement, round_calibrations
 from ..train.build import calibrate
 from ..train.records import atomic_write_text
 from .calibration import Calibration, stage_methods
+from .shares import exchange_methods
 from .check import TOLERANCE, check_speed, first_record, paper_check, speed_runs, speed_table, threads_of
 from .link import PRESETS, LinkModel, parse_link
 from .model import CUTS, Row, sweep
@@ -96,7 +97,8 @@ def _setting(args) -> RunConfig:
 
 
 def _method_classes(names: list[str] | None) -> list:
-    return [create_method(n) for n in names] if names else stage_methods([create_method(n) for n in list_methods()])
+    every = [create_method(n) for n in list_methods()]
+    return [create_method(n) for n in names] if names else stage_methods(every) + exchange_methods(every)
 
 
 def _link(args, device: str) -> LinkModel:
@@ -114,6 +116,7 @@ def _calibrate(args) -> None:
     print(f"{args.out}: {cal.n} units, batch {b} (also {', '.join(map(str, cal.batches[1:]))}); forward "
           f"{1e3 * sum(cal.forward_s[b]):.1f} ms, backward {1e3 * sum(cal.backward_s[b]):.1f} ms, optimiser "
           f"{1e3 * sum(cal.optimizer_s):.1f} ms per step; boundary costs of {', '.join(cal.methods) or 'none'}; "
+          f"share costs of {', '.join(cal.shares) or 'none'}; "
           f"load {cal.env['load_before']:.2f} -> {cal.env['load_after']:.2f}")
 
 

@@ -15,6 +15,9 @@ previous group what the calibration measured its rule sends back (a loss vector,
 Pipelining backend: the bodies on micro-batches of B/m, gradients of the activations' size back.
 Data-parallel backend: the whole network on B/K per worker, the gradients in DistributedDataParallel's
 buckets (torch's defaults: 1 MiB first, then 25 MiB, in reverse order of the parameters; here by unit).
+Exchange backend, on the full batch: a parallel step's first call is the body's forward, its second the
+body's backward and the optimiser step; a serial step's calls are backprop's; each call adds what the
+method's share spends besides its body at the group's boundaries (the calibration's share costs).
 """
 from __future__ import annotations
 
@@ -46,6 +49,16 @@ class PipeCost:
     optimizer_s: float     # once per step
     input_s: float = 0.0   # a zero-bubble schedule's backward halves: the input gradient (I) ...
     weight_s: float = 0.0  # ... and the weight gradient (W); the first stage skips I and does all in W
+
+
+@dataclass(frozen=True)
+class ShareCost:
+    outgoing_s: float      # parallel step: the messages to both neighbours
+    update_s: float        # parallel step: the update from what came in
+    forward_s: float       # serial step: the forward ...
+    backward_s: float      # ... and the backward
+    out_bytes: int         # one boundary activation to the next group, either step (0 at the last)
+    in_bytes: int          # one to the previous group (0 at the first)
 
 
 @dataclass(frozen=True)
@@ -109,3 +122,15 @@ def replica_costs(cal: Calibration, k: int) -> ReplicaCost:
     if seconds or nbytes:
         buckets.append((seconds, nbytes))
     return ReplicaCost(fwd, buckets, opt)
+
+
+def share_costs(cal: Calibration, method, bounds: list[int]) -> list[ShareCost]:
+    k, batch, extra = len(bounds) - 1, cal.batch_size, cal.share(method.name).extra_s
+    out = []
+    for g, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        fwd, bwd, opt = _body(cal, a, b, batch)
+        side = {p: extra(p, a, b, cal.n) for p in ("outgoing", "update", "forward", "backward")}
+        out.append(ShareCost(fwd + side["outgoing"], bwd + opt + side["update"], fwd + side["forward"],
+                             bwd + opt + side["backward"], 0 if g == k - 1 else cal.out_bytes[b - 1] * batch,
+                             0 if g == 0 else cal.out_bytes[a - 1] * batch))
+    return out

@@ -46,14 +46,14 @@ def choose_cut(cal: Calibration, s: Setup, rule: str, link: LinkModel) -> list[i
 
 def predict(cal: Calibration, method_name: str, k: int, link: LinkModel, *, schedule: str = "lockstep",
             options: dict | None = None, steps: int = 100, max_stale: int = 2, cut: str = "paper",
-            bounds: list[int] | None = None) -> Prediction:
+            bounds: list[int] | None = None, first_step: int = 0) -> Prediction:
     """One configuration's predicted phase (bounds: a given cut, else `cut`'s)."""
     method = create_method(method_name)
     opts = method.resolve_options(options or {})
     if steps < 1 or max_stale < 1:
         raise BenchError("--steps and --max-stale must be >= 1")
     check(cal, method, k, schedule, opts)
-    s = Setup(method, k, list(bounds) if bounds else [], opts, schedule, max_stale, steps)
+    s = Setup(method, k, list(bounds) if bounds else [], opts, schedule, max_stale, steps, first_step)
     if method.backend is Backend.DATA_PARALLEL:  # every worker holds the whole network
         s.bounds = [0, cal.n]
     elif not bounds:
@@ -102,12 +102,13 @@ def sweep(cal: Calibration, methods: list[str], ks: list[int], link: LinkModel, 
 
 
 def record_setup(record: dict) -> dict:
-    """What a distributed record's run was: method, K, schedule, options, cut, timed steps, max_stale."""
+    """What a distributed record's run was: method, K, schedule, options, cut, timed steps (from the first one,
+    after the warm-up), max_stale."""
     c, d = record["config"], record["config"].get("distributed") or {}
     schedule = SCHEDULE_ALIASES.get(d.get("schedule", "lockstep"), d.get("schedule", "lockstep"))
     return dict(method_name=c["method"], k=int(c["groups"]), schedule=schedule, options=c.get("extra") or {},
                 steps=int(record["final"].get("timed_steps") or c["steps"]), max_stale=int(d.get("max_stale", 2)),
-                bounds=record["split"]["bounds"])
+                bounds=record["split"]["bounds"], first_step=int(d.get("warmup_steps", 0)))
 
 
 def predict_record(cal: Calibration, record: dict, link: LinkModel) -> Prediction:

@@ -16,7 +16,10 @@ backend the method declares, never by its name:
   backward halves the calibration measured;
 - data-parallel (ddp.py): the whole network on B/K, backward unit by unit from the last, every bucket
   all-reduced (ring) as soon as its gradients are done, overlapping the rest of the backward; the step
-  waits for the last bucket, then steps the optimiser.
+  waits for the last bucket, then steps the optimiser;
+- exchange (exchange.py): per step, as the method's `is_serial` says, either a parallel step (compute both
+  messages, send them to both neighbours at once, wait for theirs, update) or a serial one (lockstep
+  backprop through the chain: the activation forward, the gradient back).
 A phase starts and ends drained, like the engine's (warm-up apart, between evaluations).
 
 Another backend joins with `@program(Backend.X)` (a function of (calibration, Setup) returning its
@@ -34,7 +37,7 @@ from methods import Backend
 from ..errors import BenchError
 from ..exec import pp_schedules
 from .calibration import Calibration
-from .costs import PipeCost, ReplicaCost, StageCost, pipe_costs, replica_costs, stage_costs
+from .costs import PipeCost, ReplicaCost, ShareCost, StageCost, pipe_costs, replica_costs, share_costs, stage_costs
 from .link import LinkModel
 from .simulate import AllReduce, Compute, Poll, Program, Send, Simulation, Wait
 
@@ -50,6 +53,7 @@ class Setup:
     schedule: str = "lockstep"    # the stage backend's: lockstep | overlapped
     max_stale: int = 2
     steps: int = 100              # steps in the phase
+    first_step: int = 0           # the phase's first step (the exchange backend's serial steps are counted from 0)
 
 
 @dataclass
@@ -247,6 +251,41 @@ def _data_parallel(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
     me = replica_costs(cal, s.groups)
     overlap = not str(cal.setting.get("device") or "cpu").startswith("cpu")
     return "allreduce", [replica_worker(me, s.steps, overlap) for _ in range(s.groups)]
+
+
+# --- exchange --------------------------------------------------------------------------------------
+def share_worker(i: int, costs: list[ShareCost], steps: range, serial: Callable[[int], bool]) -> Program:
+    k, me = len(costs), costs[i]
+    for step in steps:
+        if serial(step):  # backprop through the chain
+            if i > 0:
+                yield Wait(("activation", i, step))
+            yield Compute(me.forward_s)
+            if i < k - 1:
+                yield Send(("activation", i + 1, step), ("forward", i), me.out_bytes)
+                yield Wait(("gradient", i, step))
+            yield Compute(me.backward_s)
+            if i > 0:
+                yield Send(("gradient", i - 1, step), ("backward", i), me.in_bytes)
+            continue
+        yield Compute(me.outgoing_s)  # both messages from the batch, sent at once, then theirs awaited
+        if i > 0:
+            yield Send(("to previous", i - 1, step), ("backward", i), me.in_bytes)
+        if i < k - 1:
+            yield Send(("to next", i + 1, step), ("forward", i), me.out_bytes)
+        if i > 0:
+            yield Wait(("to next", i, step))
+        if i < k - 1:
+            yield Wait(("to previous", i, step))
+        yield Compute(me.update_s)
+
+
+@program(Backend.EXCHANGE)
+def _exchange(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
+    costs = share_costs(cal, s.method, s.bounds)
+    steps = range(s.first_step, s.first_step + s.steps)
+    serial = lambda step: s.method.is_serial(s.options, step)  # noqa: E731 (the method's own schedule)
+    return "exchange", [share_worker(i, costs, steps, serial) for i in range(s.groups)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -117,12 +117,13 @@ def measure_costs(cfg: RunConfig, model: UnitModel, ds, stream, methods: list, d
     hyper = cfg.hyper()
     common = _shared_context(model, ds.input_shape, ds.num_classes, hyper)
 
-    def boundary(shape, body):  # a middle group's context at one boundary (the rule's own costs are timed)
-        return GroupContext(index=1, num_groups=3, body=body, in_shape=shape, out_shape=shape, units=[body], **common)
+    def group(index, num_groups, body, in_shape, out_shape):  # a stand-in group whose rule's own costs are timed
+        return GroupContext(index=index, num_groups=num_groups, body=body, in_shape=in_shape, out_shape=out_shape,
+                            units=[body], **common)
 
     setting = {k: getattr(cfg, k) for k in ("model", "data", "profile", "width", "threads", "device", "hidden",
                                              "bptt", "split_rule")}
-    return measure(model, stream.batch(0), make_optimizer=hyper.optimizer_for, context_for=boundary,
+    return measure(model, stream.batch(0), make_optimizer=hyper.optimizer_for, context_for=group,
                    head_for=common["head_factory"], methods=methods, setting=setting, divisors=divisors)
 
 
