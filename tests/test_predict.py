@@ -366,6 +366,24 @@ def test_on_a_cpu_host_the_all_reduces_do_not_overlap_the_backward():
     assert cpu.phase_s / cpu.steps == pytest.approx(compute + cpu.blocked_s[0] / cpu.steps)
 
 
+@pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])
+def test_the_pipelining_runtime_adds_its_cost_to_every_micro_batch_action(schedule):
+    """A link that measured the runtime's own seconds per action a: each micro-batch's forward and backward
+    take a longer, so a balanced step takes (m + K - 1) (stage time per micro-batch + 2 a)."""
+    cal, k, m, a = toy(4), 2, 4, 0.25
+    p = run(cal, "gpipe", k, even(k), link=replace(FREE, action_s=a), steps=10,
+            options={"microbatches": m, "schedule": schedule})
+    assert p.phase_s / p.steps == pytest.approx((m + k - 1) * (2 * 3.0 / m + 2 * a))
+    assert LinkModel.from_dict(json.loads(json.dumps(replace(FREE, action_s=a).to_dict()))).action_s == a
+
+
+@pytest.mark.slow
+def test_the_link_probe_measures_the_pipelining_runtime_on_two_workers():
+    from bench.predict.probe import measure_link
+    link = measure_link("cpu")
+    assert link.source == "measured" and link.ring and 0 < link.action_s < 0.05
+
+
 def test_a_measured_all_reduce_replaces_the_ring_of_messages():
     link = LinkModel("m", 1e9, 1e-5, "measured", ring=(2e9, 1e-3))
     assert link.allreduce_s(2_000_000, 2) == pytest.approx(1e-3 + 2 * 1e-3)

@@ -92,17 +92,19 @@ def stage_costs(cal: Calibration, method, bounds: list[int]) -> list[StageCost]:
     return out
 
 
-def pipe_costs(cal: Calibration, bounds: list[int], microbatches: int, halves: bool = False) -> list[PipeCost]:
-    """Every stage's costs on one micro-batch (`halves`: with its zero-bubble backward halves, as measured)."""
+def pipe_costs(cal: Calibration, bounds: list[int], microbatches: int, halves: bool = False,
+               action_s: float = 0.0) -> list[PipeCost]:
+    """Every stage's costs on one micro-batch (`halves`: with its zero-bubble backward halves, as measured), each
+    action with the pipelining runtime's own `action_s` added."""
     k, mb = len(bounds) - 1, cal.batch_size / microbatches
     out = []
     for g, (a, b) in enumerate(zip(bounds, bounds[1:])):
         fwd, bwd, opt = _body(cal, a, b, mb)
         i_s = w_s = 0.0
-        if halves:
-            i_s = sum(cal.unit_s("input", u, mb) for u in range(a, b)) if g else 0.0
-            w_s = sum(cal.unit_s("weight", u, mb) for u in range(a, b)) if g else bwd
-        out.append(PipeCost(fwd, bwd, 0 if g == k - 1 else round(cal.out_bytes[b - 1] * mb),
+        if halves:  # the first stage has no input half: its weight half is its whole backward
+            i_s = sum(cal.unit_s("input", u, mb) for u in range(a, b)) + action_s if g else 0.0
+            w_s = (sum(cal.unit_s("weight", u, mb) for u in range(a, b)) if g else bwd) + action_s
+        out.append(PipeCost(fwd + action_s, bwd + action_s, 0 if g == k - 1 else round(cal.out_bytes[b - 1] * mb),
                             0 if g == 0 else round(cal.out_bytes[a - 1] * mb), opt, i_s, w_s))
     return out
 

@@ -37,6 +37,9 @@ class LinkModel:
     # measured: the all-reduce's own (bandwidth, latency per round) from timed all-reduces (torch's collective
     # is not a chain of the p2p messages: gloo reduces on the CPU); else the ring of p2p messages above
     ring: tuple | None = None
+    # measured on a CPU host: the CPU seconds torch.distributed.pipelining's runtime spends per micro-batch action
+    # on a worker besides the stage's compute (probe.pipeline_action_s); presets and GPUs: 0
+    action_s: float = 0.0
 
     def transfer_s(self, nbytes: int) -> float:
         return self.latency + nbytes / self.bandwidth if self.bandwidth != float("inf") else self.latency
@@ -51,7 +54,8 @@ class LinkModel:
     def text(self) -> str:
         bw = "inf" if self.bandwidth == float("inf") else f"{self.bandwidth / GB:.3g} GB/s"
         ring = "" if not self.ring else f"; all-reduce {self.ring[0] / GB:.3g} GB/s, {self.ring[1] * 1e6:.3g} us per round"
-        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring})"
+        action = f"; pipelining {self.action_s * 1e6:.3g} us per micro-batch action" if self.action_s else ""
+        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring}{action})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "points": [list(p) for p in self.points], "ring": list(self.ring) if self.ring else None}
@@ -59,7 +63,8 @@ class LinkModel:
     @classmethod
     def from_dict(cls, d: dict) -> "LinkModel":
         return cls(d["name"], float(d["bandwidth"]), float(d["latency"]), d.get("source", "given"),
-                   tuple(tuple(p) for p in d.get("points", ())), tuple(d["ring"]) if d.get("ring") else None)
+                   tuple(tuple(p) for p in d.get("points", ())), tuple(d["ring"]) if d.get("ring") else None,
+                   float(d.get("action_s", 0.0)))
 
 
 PRESETS = {

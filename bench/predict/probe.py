@@ -2,7 +2,10 @@
 with the suite's own transfer probe (bench.exec.engine.time_exchange, the paper-style estimate's), on
 the backend a distributed run of this device uses (gloo on CPU, NCCL on GPUs), and the times are fitted
 to latency + bytes / bandwidth (link.fit); then all-reduces of data-parallel bucket sizes, fitted the
-same way to the ring's n / bandwidth + 2 latency (two workers), the link's `ring`.
+same way to the ring's n / bandwidth + 2 latency (two workers), the link's `ring`; then, on a CPU host, a
+two-stage GPipe of torch.distributed.pipelining on a stage that computes next to nothing, whose CPU seconds
+per micro-batch action are the runtime's own work per action (posting its p2p ops, splitting, bookkeeping,
+gloo's threads), the link's `action_s`.
 
     python -m bench predict ... --link measured      # measure_link() starts the two workers
 """
@@ -15,7 +18,11 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+import time
+
+import torch
 import torch.distributed as dist
+from torch import nn
 
 from ..config import RunConfig
 from ..exec.engine import init_comms, time_allreduce, time_exchange
@@ -26,6 +33,7 @@ from .link import LinkModel, fit
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
 ALLREDUCE_SIZES = (64 << 10, 512 << 10, 1 << 20, 4 << 20)  # bytes per all-reduce
 REPS = 7  # timed transfers per size (the median counts), after one warm-up
+PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 30, (16, 256)  # the pipeline probe: its steps, one micro-batch
 RESULT = "link-probe.json"
 
 
@@ -37,7 +45,39 @@ def measure_link(device: str = "cpu") -> LinkModel:
         got = json.loads((Path(out) / RESULT).read_text())
     link = fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
     ring = fit(got["allreduce_bytes"], got["allreduce_seconds"])  # n / bandwidth + 2 latency with two workers
-    return replace(link, ring=(ring.bandwidth, ring.latency / 2))
+    return replace(link, ring=(ring.bandwidth, ring.latency / 2), action_s=got["action_s"])
+
+
+class _Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.w
+
+
+def pipeline_action_s(comms, rank: int, device: torch.device) -> float:
+    """CPU seconds per micro-batch action (a forward or a backward) of torch.distributed.pipelining's GPipe on
+    two workers, whose stages compute next to nothing: the mean of both workers, after two warm-up steps. A
+    blocked receive costs no CPU time, so what remains is the runtime's own work; 0 on a GPU, where the host
+    runs ahead of the kernels."""
+    if device.type != "cpu":
+        return 0.0
+    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+
+    m, example = PIPE_MICROBATCHES, torch.empty(*PIPE_SHAPE)
+    stage = PipelineStage(_Scale(), rank, 2, device, group=comms.fwd, input_args=example,
+                          output_args=example.clone().requires_grad_())
+    schedule = ScheduleGPipe(stage, m, loss_fn=lambda out, y: (out - y).square().mean())
+    x = torch.randn(m * PIPE_SHAPE[0], PIPE_SHAPE[1])
+    for step in range(PIPE_STEPS + 2):
+        if step == 2:
+            t0 = time.process_time()
+        schedule.step(x) if rank == 0 else schedule.step(target=torch.zeros_like(x), losses=[])
+    mine = torch.tensor([(time.process_time() - t0) / PIPE_STEPS / (2 * m)], dtype=torch.float64)
+    dist.all_reduce(mine, group=comms.ctrl)
+    return mine.item() / 2
 
 
 def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
@@ -45,10 +85,12 @@ def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
     reduced = [time_allreduce(comms, n // 4, device, reps=REPS) for n in ALLREDUCE_SIZES]
+    action_s = pipeline_action_s(comms, rank, device)
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
                                                         "allreduce_bytes": list(ALLREDUCE_SIZES),
-                                                        "allreduce_seconds": reduced, "backend": dist.get_backend()}))
+                                                        "allreduce_seconds": reduced, "action_s": action_s,
+                                                        "backend": dist.get_backend()}))
     dist.destroy_process_group()
 
 

@@ -13,7 +13,8 @@ backend the method declares, never by its name:
   in turn), then the optimiser step; sends are waited for at the end like torch's schedules do. A
   multi-stage schedule (interleaved, looped, V, zero-bubble) runs v stages on each of K / v workers in the
   order torch's own schedule class gives every rank (pp_schedules.action_order), with the zero-bubble
-  backward halves the calibration measured;
+  backward halves the calibration measured. Every micro-batch action adds the runtime's own host seconds per
+  action where the link model measured them (a CPU host: probe.pipeline_action_s);
 - data-parallel (ddp.py): the whole network on B/K, backward unit by unit from the last, every bucket
   all-reduced (ring) as soon as its gradients are done, overlapping the rest of the backward; the step
   waits for the last bucket, then steps the optimiser;
@@ -22,7 +23,7 @@ backend the method declares, never by its name:
   backprop through the chain: the activation forward, the gradient back).
 A phase starts and ends drained, like the engine's (warm-up apart, between evaluations).
 
-Another backend joins with `@program(Backend.X)` (a function of (calibration, Setup) returning its
+Another backend joins with `@program(Backend.X)` (a function of (calibration, Setup, link) returning its
 schedule's name and K programs): asynchronous backprop, when it lands with its own backend, adds its
 worker here; the rounds backend has no program yet (`python -m bench predict` says so).
 """
@@ -87,7 +88,7 @@ class Prediction:
         return sum(shares) / len(shares)
 
 
-PROGRAMS: dict[Backend, Callable[[Calibration, Setup], tuple[str, list[Program]]]] = {}
+PROGRAMS: dict[Backend, Callable[[Calibration, Setup, LinkModel], tuple[str, list[Program]]]] = {}
 
 
 def program(backend: Backend):
@@ -131,7 +132,7 @@ def stage_worker(i: int, costs: list[StageCost], steps: int, bound: int) -> Prog
 
 
 @program(Backend.STAGES)
-def _stages(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
+def _stages(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, list[Program]]:
     costs = stage_costs(cal, s.method, s.bounds)
     bound = s.max_stale if s.schedule == "overlapped" else 0
     name = "sequential" if s.groups == 1 else s.schedule
@@ -213,17 +214,17 @@ def multi_stage_worker(rank: int, actions: list[tuple], costs: list[PipeCost], o
 
 
 @program(Backend.PIPELINING)
-def _pipelining(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
+def _pipelining(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, list[Program]]:
     m, schedule = s.options["microbatches"], s.options["schedule"]
     if s.groups == 1:  # the executor runs a one-group pipeline as one stage worker (backends.backend_for)
         raise BenchError(f"{s.method.name} with one group is not pipelined (one stage worker runs its rule): "
                          f"not modelled; predict bp for K = 1")
     if not pp_schedules.is_multi(schedule):
-        costs = pipe_costs(cal, s.bounds, m)
+        costs = pipe_costs(cal, s.bounds, m, action_s=link.action_s)
         return f"{schedule}-m{m}", [pipe_worker(i, costs, s.steps, m, schedule) for i in range(s.groups)]
     order = pp_schedules.action_order(schedule, s.groups, m)
     halves = any(kind in ("I", "W") for actions in order.values() for kind, _, _ in actions)
-    costs = pipe_costs(cal, s.bounds, m, halves)
+    costs = pipe_costs(cal, s.bounds, m, halves, link.action_s)
     owner = {stage: r for r, own in enumerate(pp_schedules.placement(schedule, s.groups, len(order))) for stage in own}
     v = s.groups // len(order)
     return (f"{schedule}-m{m}-v{v}",
@@ -247,7 +248,7 @@ def replica_worker(me: ReplicaCost, steps: int, overlap: bool = True) -> Program
 
 
 @program(Backend.DATA_PARALLEL)
-def _data_parallel(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
+def _data_parallel(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, list[Program]]:
     me = replica_costs(cal, s.groups)
     overlap = not str(cal.setting.get("device") or "cpu").startswith("cpu")
     return "allreduce", [replica_worker(me, s.steps, overlap) for _ in range(s.groups)]
@@ -281,7 +282,7 @@ def share_worker(i: int, costs: list[ShareCost], steps: range, serial: Callable[
 
 
 @program(Backend.EXCHANGE)
-def _exchange(cal: Calibration, s: Setup) -> tuple[str, list[Program]]:
+def _exchange(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, list[Program]]:
     costs = share_costs(cal, s.method, s.bounds)
     steps = range(s.first_step, s.first_step + s.steps)
     serial = lambda step: s.method.is_serial(s.options, step)  # noqa: E731 (the method's own schedule)
@@ -295,7 +296,7 @@ def simulate(cal: Calibration, s: Setup, link: LinkModel) -> Prediction:
     if build is None:
         raise BenchError(f"no cost model for {s.method.name}'s backend ({s.method.backend.value}) yet; modelled: "
                          f"{', '.join(b.value for b in PROGRAMS)}")
-    name, programs = build(cal, s)
+    name, programs = build(cal, s, link)
     t = Simulation(link, len(programs)).run(programs)  # workers: K, or K / v for multi-stage pipelines
     return Prediction(s.method.name, s.groups, name, list(s.bounds), s.steps, cal.batch_size, t.phase_s,
                       t.busy_s, t.blocked_s)
