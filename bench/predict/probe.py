@@ -33,7 +33,7 @@ from .link import LinkModel, fit
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
 ALLREDUCE_SIZES = (64 << 10, 512 << 10, 1 << 20, 4 << 20)  # bytes per all-reduce
 REPS = 7  # timed transfers per size (the median counts), after one warm-up
-PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 30, (16, 256)  # the pipeline probe: its steps, one micro-batch
+PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 100, (16, 256)  # the pipeline probe: its steps, one micro-batch
 RESULT = "link-probe.json"
 
 
@@ -67,7 +67,8 @@ def pipeline_action_s(comms, rank: int, device: torch.device) -> float:
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
 
     m, example = PIPE_MICROBATCHES, torch.empty(*PIPE_SHAPE)
-    stage = PipelineStage(_Scale(), rank, 2, device, group=comms.fwd, input_args=example,
+    # the second stage's input requires a gradient, or it sends none back
+    stage = PipelineStage(_Scale(), rank, 2, device, group=comms.fwd, input_args=example.clone().requires_grad_(rank > 0),
                           output_args=example.clone().requires_grad_())
     schedule = ScheduleGPipe(stage, m, loss_fn=lambda out, y: (out - y).square().mean())
     x = torch.randn(m * PIPE_SHAPE[0], PIPE_SHAPE[1])
