@@ -95,7 +95,8 @@ class Calibration:
         table = {"forward": self.forward_s, "backward": self.backward_s, "input": self.backward_input_s,
                  "weight": self.backward_weight_s}[kind]
         if not table:
-            raise BenchError(f"the calibration has no {kind} halves of the backward (an older one); calibrate again")
+            what = f"{kind} halves of the backward" if kind in ("input", "weight") else f"{kind} times"
+            raise BenchError(f"the calibration has no {what} (an older one?); calibrate again")
         sizes = sorted(table)
         if batch in table:
             return table[batch][j]
