@@ -27,6 +27,7 @@ def _acc(tmp_path, **kw) -> dict:
     return json.loads(run(_cfg(tmp_path, **kw), progress=False).read_text())
 
 
+@pytest.mark.slow  # three whole runs (~32 s); every method's bf16 step is checked in the default run below
 def test_bf16_and_channels_last_learn_as_fp32_on_the_digits(tmp_path):
     """Smoke profile, lct K=2 on the digits: bf16 autocast and channels_last reach fp32's accuracy (within the
     noise of 360 test images and 150 steps) and are recorded as such."""
