@@ -195,7 +195,8 @@ def balanced_split(model: UnitModel, k: int, input_shape: tuple[int, ...],
     return min_max_partition(flops, head_cost, k)
 
 
-def _clock(device: torch.device) -> float:
+def clock(device: torch.device) -> float:
+    """Seconds now, after the device's queued work (the timed split's and the calibration's timings)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -240,9 +241,9 @@ def chain_forward(units: nn.ModuleList, x: torch.Tensor):
     inputs, outputs, fwd, h = [], [], [], x
     for j, unit in enumerate(units):
         inp = h if j == 0 else h.detach().requires_grad_(True)
-        t0 = _clock(x.device)
+        t0 = clock(x.device)
         h = unit(inp)
-        t1 = _clock(x.device)
+        t1 = clock(x.device)
         inputs.append(inp)
         outputs.append(h)
         fwd.append(t1 - t0)
@@ -256,12 +257,12 @@ def chain_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor):
     inputs, outputs, fwd = chain_forward(units, x)
     bwd, grad = [0.0] * len(units), None
     for j in reversed(range(len(units))):
-        t0 = _clock(device)
+        t0 = clock(device)
         if grad is None:
             flat_ce(outputs[j], y).backward()
         else:
             outputs[j].backward(grad)
-        t1 = _clock(device)
+        t1 = clock(device)
         grad = inputs[j].grad
         bwd[j] = t1 - t0
     return inputs, outputs, fwd, bwd
@@ -286,9 +287,9 @@ def _unit_times(model, x, y, head_for, reps):
             out = outputs[j - 1].detach().requires_grad_(True)
             if j not in heads:
                 heads[j] = head_for(tuple(out.shape[1:])).to(device)
-            t0 = _clock(device)
+            t0 = clock(device)
             flat_ce(heads[j](out), y).backward()
-            t1 = _clock(device)
+            t1 = clock(device)
             if rep:
                 head[j].append(t1 - t0)
     return fwd, bwd, head

@@ -28,7 +28,6 @@ import copy
 import json
 import os
 import platform
-import time
 from statistics import fmean, median
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +39,7 @@ from torch import nn
 from methods import Backend, Feedback, GroupContext, GroupRule
 
 from ..errors import BenchError
-from ..models.split import chain_forward, chain_pass, flat_ce, unit_times
+from ..models.split import chain_forward, chain_pass, clock, flat_ce, unit_times
 from ..models.unit import UnitModel
 from ..train.records import atomic_write_text
 from .shares import PARTS, ShareCosts, exchange_methods, share_costs
@@ -108,18 +107,10 @@ class Calibration:
         return max(0.0, a + (b - a) * (batch - lo) / (hi - lo))
 
     def boundary(self, method: str) -> BoundaryCosts:
-        if method not in self.methods:
-            have = ", ".join(sorted(self.methods)) or "none"
-            raise BenchError(f"the calibration has no boundary costs of {method} (it has: {have}); calibrate "
-                             f"with --methods {method}")
-        return self.methods[method]
+        return _measured(self.methods, method, "boundary")
 
     def share(self, method: str) -> ShareCosts:
-        if method not in self.shares:
-            have = ", ".join(sorted(self.shares)) or "none"
-            raise BenchError(f"the calibration has no share costs of {method} (it has: {have}); calibrate with "
-                             f"--methods {method}")
-        return self.shares[method]
+        return _measured(self.shares, method, "share")
 
     # --- JSON ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -143,7 +134,7 @@ class Calibration:
                        methods={m: BoundaryCosts(**c) for m, c in d.get("methods", {}).items()}, env=d.get("env", {}),
                        backward_input_s={int(b): v for b, v in d.get("backward_input_s", {}).items()},
                        backward_weight_s={int(b): v for b, v in d.get("backward_weight_s", {}).items()},
-                       shares={m: ShareCosts.from_dict(c) for m, c in d.get("shares", {}).items()})
+                       shares={m: ShareCosts(**c) for m, c in d.get("shares", {}).items()})
         except (KeyError, TypeError) as e:
             raise BenchError(f"calibration is missing or has a bad field: {e}") from None
 
@@ -156,6 +147,15 @@ class Calibration:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as e:
             raise BenchError(f"cannot read calibration {path}: {e}") from None
+
+
+def _measured(table: dict, method: str, what: str):
+    """A method's costs from one of the calibration's tables, or a one-line error naming how to measure them."""
+    if method not in table:
+        have = ", ".join(sorted(table)) or "none"
+        raise BenchError(f"the calibration has no {what} costs of {method} (it has: {have}); calibrate with "
+                         f"--methods {method}")
+    return table[method]
 
 
 def median_of(cals: list[Calibration]) -> Calibration:
@@ -195,8 +195,9 @@ def median_of(cals: list[Calibration]) -> Calibration:
 # Measuring
 
 
-class _OneWeight(nn.Module):
-    """The body a method's rule is timed on: x * w, so that what the rule costs besides its body remains."""
+class OneWeight(nn.Module):
+    """The body a method's rule is timed on (and the link probe's pipeline stage): x * w, so that what the rule
+    (or torch's runtime) costs besides its body remains."""
 
     def __init__(self):
         super().__init__()
@@ -204,12 +205,6 @@ class _OneWeight(nn.Module):
 
     def forward(self, x):
         return x * self.w
-
-
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def _feedback(method, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
@@ -231,7 +226,7 @@ def boundary_costs(method, inputs: list[torch.Tensor], batch: tuple[torch.Tensor
     device = y.device
     for x in inputs:
         shape = tuple(x.shape[1:])
-        ctx = context_for(1, 3, _OneWeight().to(device), shape, shape)  # a middle group at this boundary
+        ctx = context_for(1, 3, OneWeight().to(device), shape, shape)  # a middle group at this boundary
         rule = method(ctx, method.resolve_options({}))
         for m in rule.modules().values():
             m.to(device)
@@ -240,13 +235,13 @@ def boundary_costs(method, inputs: list[torch.Tensor], batch: tuple[torch.Tensor
             rule.set_step(rep)
             if rule.needs_input:
                 rule.take_input(image)
-            t0 = _clock(device)
+            t0 = clock(device)
             out = rule.forward(rep, x, y)
-            t1 = _clock(device)
+            t1 = clock(device)
             fb = _feedback(method, out, y)
-            t2 = _clock(device)
+            t2 = clock(device)
             back = rule.backward(rep, fb)
-            t3 = _clock(device)
+            t3 = clock(device)
             if rep:
                 f_s.append(t1 - t0)
                 b_s.append(t3 - t2)
@@ -268,9 +263,9 @@ def optimizer_seconds(model: UnitModel, make_optimizer, device: torch.device, re
             p.grad = torch.randn_like(p) * 1e-3
         opt, times = make_optimizer(params), []
         for rep in range(reps + 1):
-            t0 = _clock(device)
+            t0 = clock(device)
             opt.step()
-            t1 = _clock(device)
+            t1 = clock(device)
             if rep:
                 times.append(t1 - t0)
         out.append(fmean(times))
@@ -289,16 +284,16 @@ def split_pass(units: nn.ModuleList, x: torch.Tensor, y: torch.Tensor) -> tuple[
     for j in reversed(range(len(units))):
         out = [flat_ce(outputs[j], y)] if grad is None else [outputs[j]]
         grads = None if grad is None else [grad]
-        t0 = _clock(x.device)
+        t0 = clock(x.device)
         if j:
             _, groups = stage_backward_input(out, grads, [inputs[j]], units[j].parameters())
-            t1 = _clock(x.device)
+            t1 = clock(x.device)
             stage_backward_weight(units[j].parameters(), groups)
             grad = inputs[j].grad
         else:
             t1 = t0
             torch.autograd.backward(out, grads)
-        in_s[j], w_s[j] = t1 - t0, _clock(x.device) - t1
+        in_s[j], w_s[j] = t1 - t0, clock(x.device) - t1
     return in_s, w_s
 
 

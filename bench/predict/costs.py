@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from methods import Feedback
 
 from .calibration import Calibration
+from .shares import PARTS
 
 FLOAT_BYTES = 4
 DDP_FIRST_BUCKET, DDP_BUCKET = 1 << 20, 25 << 20
@@ -131,7 +132,7 @@ def share_costs(cal: Calibration, method, bounds: list[int]) -> list[ShareCost]:
     out = []
     for g, (a, b) in enumerate(zip(bounds, bounds[1:])):
         fwd, bwd, opt = _body(cal, a, b, batch)
-        side = {p: extra(p, a, b, cal.n) for p in ("outgoing", "update", "forward", "backward")}
+        side = {p: extra(p, a, b, cal.n) for p in PARTS}
         out.append(ShareCost(fwd + side["outgoing"], bwd + opt + side["update"], fwd + side["forward"],
                              bwd + opt + side["backward"], 0 if g == k - 1 else cal.out_bytes[b - 1] * batch,
                              0 if g == 0 else cal.out_bytes[a - 1] * batch))

@@ -15,19 +15,18 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
-import time
-
 import torch
 import torch.distributed as dist
-from torch import nn
 
 from ..config import RunConfig
 from ..exec.engine import init_comms, time_allreduce, time_exchange
 from ..exec.launch import CONFIG_ENV, LocalJob, watch
 from ..exec.settings import DistConfig
+from .calibration import OneWeight
 from .link import LinkModel, fit
 
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
@@ -48,15 +47,6 @@ def measure_link(device: str = "cpu") -> LinkModel:
     return replace(link, ring=(ring.bandwidth, ring.latency / 2), action_s=got["action_s"])
 
 
-class _Scale(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(()))
-
-    def forward(self, x):
-        return x * self.w
-
-
 def pipeline_action_s(comms, rank: int, device: torch.device) -> float:
     """CPU seconds per micro-batch action (a forward or a backward) of torch.distributed.pipelining's GPipe on
     two workers, whose stages compute next to nothing: the mean of both workers, after two warm-up steps. A
@@ -68,7 +58,7 @@ def pipeline_action_s(comms, rank: int, device: torch.device) -> float:
 
     m, example = PIPE_MICROBATCHES, torch.empty(*PIPE_SHAPE)
     # the second stage's input requires a gradient, or it sends none back
-    stage = PipelineStage(_Scale(), rank, 2, device, group=comms.fwd, input_args=example.clone().requires_grad_(rank > 0),
+    stage = PipelineStage(OneWeight(), rank, 2, device, group=comms.fwd, input_args=example.clone().requires_grad_(rank > 0),
                           output_args=example.clone().requires_grad_())
     schedule = ScheduleGPipe(stage, m, loss_fn=lambda out, y: (out - y).square().mean())
     x = torch.randn(m * PIPE_SHAPE[0], PIPE_SHAPE[1])

@@ -12,7 +12,6 @@ microseconds per call, and so is the last share's loss on the stand-in logits.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Callable
@@ -21,6 +20,8 @@ import torch
 from torch import nn
 
 from methods import Backend
+
+from ..models.split import clock
 
 PARTS = ("outgoing", "update", "forward", "backward")  # parallel step: two calls; serial step: two calls
 REPS = 5  # passes per boundary (their mean counts), after one warm-up
@@ -38,10 +39,6 @@ class ShareCosts:
         side (unless it is first)."""
         return (self.before[b - 1][part] if b < units else 0.0) + (self.after[a - 1][part] if a > 0 else 0.0)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "ShareCosts":
-        return cls(before=[dict(p) for p in d["before"]], after=[dict(p) for p in d["after"]])
-
 
 class _StandIn(nn.Module):
     """A body that returns `out` (a real activation, or logits) for next to no work, with a zero gradient to its
@@ -56,12 +53,6 @@ class _StandIn(nn.Module):
         return self.out * self.w + z.mean() * 0
 
 
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def _one_pass(shares, step: int, x, y, device) -> list[dict[str, float]]:
     """A parallel step and then a serial step of the two shares, as the exchange workers run them; each call
     timed."""
@@ -69,9 +60,9 @@ def _one_pass(shares, step: int, x, y, device) -> list[dict[str, float]]:
     times: list[dict[str, float]] = [{}, {}]
 
     def timed(k, part, call, *args):
-        t0 = _clock(device)
+        t0 = clock(device)
         out = call(*args)
-        times[k][part] = _clock(device) - t0
+        times[k][part] = clock(device) - t0
         return out
 
     _, h = timed(0, "outgoing", first.outgoing, step, x, y)
