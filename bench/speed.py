@@ -12,8 +12,8 @@ cores (or 4 GPUs). Every worker gets one thread (one GPU). Evaluation is off: on
 Writes results/speed-<profile>.csv (one row per configuration) and a markdown table beside it
 with the command, the machine and its load; the raw run records go to results/speed-<profile>/<start time>/ (one folder per invocation).
 Beside every measured configuration the cost model's prediction (bench/predict): from the median of the
-calibrations of this device taken in the benchmark's setting before each round (calibration-round<i>.json
-beside the records: the machine's slow and fast spells reach them as they reach the runs), and the link
+calibrations of this device taken in the benchmark's setting before each round, each in a process of its own
+started like the workers (calibration-round<i>.json beside the records: the machine's slow and fast spells reach them as they reach the runs), and the link
 measured by the transfer probe after the runs (`--no-predict`: neither); `python -m bench predict-check`
 compares the two.
 """
@@ -24,6 +24,7 @@ import io
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -34,7 +35,7 @@ from methods import create_method
 from .config import RunConfig, prepare
 from .errors import BenchError
 from .exec import pp_schedules
-from .exec.launch import run_distributed, schedule_name
+from .exec.launch import run_distributed, schedule_name, worker_env
 from .exec.settings import DistConfig, shared_gpu
 from .predict.calibration import Calibration, median_of
 from .predict.model import predict_record
@@ -271,9 +272,25 @@ def _calibrate(todo: list[Case], s: dict):
 
 def _round_calibration(todo: list[Case], s: dict, folder: Path, rep: int) -> None:
     try:  # a failed calibration costs that round's prediction input, never the measurement
-        _calibrate(todo, s).save(folder / f"calibration-round{rep + 1}.json")
+        calibrate_like_a_worker(todo, s, folder / f"calibration-round{rep + 1}.json")
     except Exception as e:
         print(f"warning: no calibration before round {rep + 1}: {type(e).__name__}: {e}", flush=True)
+
+
+def calibrate_like_a_worker(todo: list[Case], s: dict, path: Path) -> None:
+    """`python -m bench calibrate` in a process of its own, started as the workers are (bench.exec.launch's
+    worker_env). Not in this long-lived process: its calibrations ran faster round after round (113, 96, 105, 96
+    and 87 ms per step over five rounds) while the fresh workers' bp step stayed at 102-113 ms."""
+    methods = sorted({c.method for c in todo} | {"bp"})
+    args = ["--model", s["model"], "--data", s["data"], "--profile", s["profile"], "--threads", "1",
+            "--device", s["device"], "--out", str(path), "--methods", *methods]
+    args += ["--data-root", s["data_root"]] if s["data_root"] else []
+    args += [a for p in s["plugins"] or [] for a in ("--plugin", p)]
+    done = subprocess.run([sys.executable, "-m", "bench", "calibrate", *args], env=worker_env(1),
+                          capture_output=True, text=True)
+    if done.returncode:
+        why = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        raise BenchError(f"python -m bench calibrate failed: {why}")
 
 
 def round_calibrations(folder: Path):

@@ -10,7 +10,8 @@ import pytest
 import bench.speed
 from bench.errors import BenchError
 from bench.exec import pp_schedules
-from bench.speed import REQUIRED, median_run, run_speed
+from bench.predict.calibration import Calibration
+from bench.speed import REQUIRED, calibrate_like_a_worker, median_run, run_speed
 
 
 def _rows(path):
@@ -33,6 +34,16 @@ def test_speed_writes_one_row_per_configuration_with_the_issue_columns(tmp_path)
     assert all(float(r["predicted_samples_per_s"]) > 0 and 0 <= float(r["predicted_comm_share"]) <= 1 for r in rows)
     assert rows[2]["staleness_mean"] != ""  # overlapped really ran ahead
     assert (tmp_path / "speed-smoke.md").read_text().count("\n| lct |") == 2
+    # the prediction's calibration was taken before the round, in a process of its own started like a worker's
+    [cal] = (tmp_path / "speed-smoke").glob("*/calibration-round1.json")
+    assert Calibration.load(cal).env["threads"] == 1 and set(Calibration.load(cal).methods) == {"bp", "lct"}
+
+
+def test_a_round_calibration_that_fails_in_its_own_process_is_one_line_and_writes_nothing(tmp_path):
+    s = dict(model="nosuch", data="digits", profile="smoke", data_root=None, device="cpu", plugins=None)
+    with pytest.raises(BenchError, match="^python -m bench calibrate failed: error: unknown model 'nosuch'"):
+        calibrate_like_a_worker([bench.speed.Case("lct", 2)], s, tmp_path / "calibration-round1.json")
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_configuration_is_its_median_run():

@@ -139,6 +139,14 @@ def _free_port() -> int:
 CONFIG_ENV = "LCTBENCH_RUN_CONFIG"  # the run's configuration, as JSON, for the workers of a local launch
 
 
+def worker_env(threads: int) -> dict[str, str]:
+    """The environment of a process this suite starts to compute like a worker: its threads fixed before torch
+    loads, and this checkout importable."""
+    root = str(Path(__file__).resolve().parent.parent.parent)
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+                PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+
+
 class LocalJob:
     """K worker processes on this machine (`python -m <module>`, bench.exec.worker unless said otherwise; the
     configuration in the environment: no file to leave behind), and the watchdog that ends them all when
@@ -147,13 +155,10 @@ class LocalJob:
     def __init__(self, cfg: RunConfig, dcfg: DistConfig, log_dir: Path | None = None,
                  module: str = "bench.exec.worker"):
         self.cfg, self.dcfg = cfg, dcfg
-        root = str(Path(__file__).resolve().parent.parent.parent)
-        threads, workers = str(dcfg.threads_per_worker), worker_count(cfg)
-        base = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
+        workers = worker_count(cfg)
+        base = dict(worker_env(dcfg.threads_per_worker), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()),
                     **{CONFIG_ENV: json.dumps({"run": cfg.to_dict(), "dist": asdict(dcfg)})},
-                    WORLD_SIZE=str(workers), LOCAL_WORLD_SIZE=str(workers),
-                    OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                    PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+                    WORLD_SIZE=str(workers), LOCAL_WORLD_SIZE=str(workers))
         self.logs: list[Path] = []
         self.procs: list[subprocess.Popen] = []
         for rank in range(workers):
