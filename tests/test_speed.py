@@ -35,8 +35,9 @@ def test_speed_writes_one_row_per_configuration_with_the_issue_columns(tmp_path)
     assert rows[2]["staleness_mean"] != ""  # overlapped really ran ahead
     assert (tmp_path / "speed-smoke.md").read_text().count("\n| lct |") == 2
     # the prediction's calibration was taken before the round, in a process of its own started like a worker's
-    [cal] = (tmp_path / "speed-smoke").glob("*/calibration-round1.json")
-    assert Calibration.load(cal).env["threads"] == 1 and set(Calibration.load(cal).methods) == {"bp", "lct"}
+    [path] = (tmp_path / "speed-smoke").glob("*/calibration-round1.json")
+    cal = Calibration.load(path)
+    assert cal.env["threads"] == 1 and set(cal.methods) == {"bp", "lct"}
 
 
 def test_a_round_calibration_that_fails_in_its_own_process_is_one_line_and_writes_nothing(tmp_path):
