@@ -377,11 +377,28 @@ def test_the_pipelining_runtime_adds_its_cost_to_every_micro_batch_action(schedu
     assert LinkModel.from_dict(json.loads(json.dumps(replace(FREE, action_s=a).to_dict()))).action_s == a
 
 
+def test_a_schedule_measured_on_its_own_runtime_costs_its_own_seconds_per_action():
+    """The probe measures every schedule's runtime: the multi-stage ones interpret their action lists and cost more
+    per action than GPipe's loop. A schedule with its own measurement uses it; one without, GPipe's."""
+    cal, k, m = toy(4), 2, 4
+    link = replace(FREE, action_s=0.25, actions=(("1f1b", 0.5),))
+    assert link.action_for("1f1b") == 0.5 and link.action_for("gpipe") == link.action_for("loopedbfs") == 0.25
+    p = {s: run(cal, "gpipe", k, even(k), link=link, steps=10, options={"microbatches": m, "schedule": s})
+         for s in ("gpipe", "1f1b")}
+    assert p["1f1b"].phase_s / p["1f1b"].steps == pytest.approx((m + k - 1) * (2 * 3.0 / m + 2 * 0.5))
+    assert p["gpipe"].phase_s / p["gpipe"].steps == pytest.approx((m + k - 1) * (2 * 3.0 / m + 2 * 0.25))
+    assert LinkModel.from_dict(json.loads(json.dumps(link.to_dict()))) == link
+    assert f"{0.25e6:.3g}-{0.5e6:.3g} us per micro-batch action by schedule" in link.text()
+
+
 @pytest.mark.slow
 def test_the_link_probe_measures_the_pipelining_runtime_on_two_workers():
+    from bench.exec.pp_schedules import available
     from bench.predict.probe import measure_link
     link = measure_link("cpu")
     assert link.source == "measured" and link.ring and 0 < link.action_s < 0.05
+    assert dict(link.actions).keys() == available().keys()  # every schedule's runtime, measured on its own
+    assert all(0 < a < 0.05 for _, a in link.actions) and link.action_s == link.action_for("gpipe")
 
 
 def test_a_measured_all_reduce_replaces_the_ring_of_messages():

@@ -38,8 +38,15 @@ class LinkModel:
     # is not a chain of the p2p messages: gloo reduces on the CPU); else the ring of p2p messages above
     ring: tuple | None = None
     # measured on a CPU host: the CPU seconds torch.distributed.pipelining's runtime spends per micro-batch action
-    # on a worker besides the stage's compute (probe.pipeline_action_s); presets and GPUs: 0
+    # on a worker besides the stage's compute (probe.pipeline_actions_s), GPipe's loop's ...
     action_s: float = 0.0
+    # ... and each schedule's own, (name, seconds) pairs: the multi-stage ones run an interpreter of their action
+    # lists (_PipelineScheduleRuntime) that costs about twice GPipe's loop per action; presets and GPUs: none
+    actions: tuple = ()
+
+    def action_for(self, schedule: str) -> float:
+        """The runtime's seconds per micro-batch action of `schedule`: its own where measured, else GPipe's."""
+        return dict(self.actions).get(schedule, self.action_s)
 
     def transfer_s(self, nbytes: int) -> float:
         return self.latency + nbytes / self.bandwidth if self.bandwidth != float("inf") else self.latency
@@ -54,17 +61,21 @@ class LinkModel:
     def text(self) -> str:
         bw = "inf" if self.bandwidth == float("inf") else f"{self.bandwidth / GB:.3g} GB/s"
         ring = "" if not self.ring else f"; all-reduce {self.ring[0] / GB:.3g} GB/s, {self.ring[1] * 1e6:.3g} us per round"
-        action = f"; pipelining {self.action_s * 1e6:.3g} us per micro-batch action" if self.action_s else ""
+        every = sorted({self.action_s, *dict(self.actions).values()})
+        spread = f"{every[0] * 1e6:.3g}" + (f"-{every[-1] * 1e6:.3g}" if len(every) > 1 else "")
+        action = f"; pipelining {spread} us per micro-batch action" + (" by schedule" if len(every) > 1 else "")
+        action = action if self.action_s or self.actions else ""
         return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring}{action})"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "points": [list(p) for p in self.points], "ring": list(self.ring) if self.ring else None}
+        return {**asdict(self), "points": [list(p) for p in self.points], "ring": list(self.ring) if self.ring else None,
+                "actions": [list(a) for a in self.actions]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "LinkModel":
         return cls(d["name"], float(d["bandwidth"]), float(d["latency"]), d.get("source", "given"),
                    tuple(tuple(p) for p in d.get("points", ())), tuple(d["ring"]) if d.get("ring") else None,
-                   float(d.get("action_s", 0.0)))
+                   float(d.get("action_s", 0.0)), tuple((str(n), float(v)) for n, v in d.get("actions", ())))
 
 
 PRESETS = {

@@ -3,9 +3,10 @@ with the suite's own transfer probe (bench.exec.engine.time_exchange, the paper-
 the backend a distributed run of this device uses (gloo on CPU, NCCL on GPUs), and the times are fitted
 to latency + bytes / bandwidth (link.fit); then all-reduces of data-parallel bucket sizes, fitted the
 same way to the ring's n / bandwidth + 2 latency (two workers), the link's `ring`; then, on a CPU host, a
-two-stage GPipe of torch.distributed.pipelining on a stage that computes next to nothing, whose CPU seconds
-per micro-batch action are the runtime's own work per action (posting its p2p ops, splitting, bookkeeping,
-gloo's threads), the link's `action_s`.
+pipeline of every torch.distributed.pipelining schedule on stages that compute next to nothing, whose CPU
+seconds per micro-batch action are the runtime's own work per action (posting its p2p ops, splitting,
+bookkeeping, gloo's threads), the link's `action_s` (GPipe's) and `actions` (each schedule's: the multi-stage
+ones interpret their action lists and cost about twice as much per action).
 
     python -m bench predict ... --link measured      # measure_link() starts the two workers
 """
@@ -32,7 +33,7 @@ from .link import LinkModel, fit
 SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
 ALLREDUCE_SIZES = (64 << 10, 512 << 10, 1 << 20, 4 << 20)  # bytes per all-reduce
 REPS = 7  # timed transfers per size (the median counts), after one warm-up
-PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 100, (16, 256)  # the pipeline probe: its steps, one micro-batch
+PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 50, (16, 256)  # the pipeline probe: its steps, one micro-batch
 RESULT = "link-probe.json"
 
 
@@ -44,31 +45,45 @@ def measure_link(device: str = "cpu") -> LinkModel:
         got = json.loads((Path(out) / RESULT).read_text())
     link = fit(got["bytes"], got["seconds"], name=f"measured {got['backend']} ({device})")
     ring = fit(got["allreduce_bytes"], got["allreduce_seconds"])  # n / bandwidth + 2 latency with two workers
-    return replace(link, ring=(ring.bandwidth, ring.latency / 2), action_s=got["action_s"])
+    actions = got["actions"]
+    return replace(link, ring=(ring.bandwidth, ring.latency / 2), action_s=actions.get("gpipe", 0.0),
+                   actions=tuple(sorted(actions.items())))
 
 
-def pipeline_action_s(comms, rank: int, device: torch.device) -> float:
-    """CPU seconds per micro-batch action (a forward or a backward) of torch.distributed.pipelining's GPipe on
-    two workers, whose stages compute next to nothing: the mean of both workers, after two warm-up steps. A
-    blocked receive costs no CPU time, so what remains is the runtime's own work; 0 on a GPU, where the host
+def pipeline_actions_s(comms, rank: int, device: torch.device) -> dict[str, float]:
+    """CPU seconds per micro-batch compute action (a forward, a backward or one of its halves) of every schedule
+    of torch.distributed.pipelining on two workers (two stages, or four for the multi-stage ones, placed as
+    torch expects), whose stages compute next to nothing: the mean of both workers, after two warm-up steps. A
+    blocked receive costs no CPU time, so what remains is the runtime's own work; none on a GPU, where the host
     runs ahead of the kernels."""
     if device.type != "cpu":
-        return 0.0
-    from torch.distributed.pipelining import PipelineStage, ScheduleGPipe
+        return {}
+    from torch.distributed.pipelining import PipelineStage
 
-    m, example = PIPE_MICROBATCHES, torch.empty(*PIPE_SHAPE)
-    # the second stage's input requires a gradient, or it sends none back
-    stage = PipelineStage(OneWeight(), rank, 2, device, group=comms.fwd, input_args=example.clone().requires_grad_(rank > 0),
-                          output_args=example.clone().requires_grad_())
-    schedule = ScheduleGPipe(stage, m, loss_fn=lambda out, y: (out - y).square().mean())
+    from ..exec import pp_schedules
+
+    m, example, out = PIPE_MICROBATCHES, torch.empty(*PIPE_SHAPE), {}
+    loss = lambda o, y: (o - y).square().mean()  # noqa: E731
     x = torch.randn(m * PIPE_SHAPE[0], PIPE_SHAPE[1])
-    for step in range(PIPE_STEPS + 2):
-        if step == 2:
-            t0 = time.process_time()
-        schedule.step(x) if rank == 0 else schedule.step(target=torch.zeros_like(x), losses=[])
-    mine = torch.tensor([(time.process_time() - t0) / PIPE_STEPS / (2 * m)], dtype=torch.float64)
-    dist.all_reduce(mine, group=comms.ctrl)
-    return mine.item() / 2
+    for name, cls in pp_schedules.available().items():
+        multi = pp_schedules.is_multi(name)
+        n = 2 * pp_schedules.stages_per_rank(name, None)
+        own = pp_schedules.placement(name, n, 2)[rank]
+        # a stage after the first needs an input that requires a gradient, or it sends none back
+        stages = [PipelineStage(OneWeight(), s, n, device, group=comms.fwd, input_args=example.clone().requires_grad_(s > 0),
+                                output_args=example.clone().requires_grad_()) for s in own]
+        schedule = cls(stages if multi else stages[0], m, loss_fn=loss)
+        actions = (sum(kind in "FBIW" for kind, _, _ in pp_schedules.action_order(name, n, m)[rank]) if multi
+                   else 2 * m)
+        for step in range(PIPE_STEPS + 2):
+            if step == 2:
+                t0 = time.process_time()
+            args = (x,) if 0 in own else ()
+            schedule.step(*args, target=torch.zeros_like(x), losses=[]) if n - 1 in own else schedule.step(*args)
+        mine = torch.tensor([(time.process_time() - t0) / PIPE_STEPS / actions], dtype=torch.float64)
+        dist.all_reduce(mine, group=comms.ctrl)
+        out[name] = mine.item() / 2
+    return out
 
 
 def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
@@ -76,11 +91,11 @@ def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
     reduced = [time_allreduce(comms, n // 4, device, reps=REPS) for n in ALLREDUCE_SIZES]
-    action_s = pipeline_action_s(comms, rank, device)
+    actions = pipeline_actions_s(comms, rank, device)
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
                                                         "allreduce_bytes": list(ALLREDUCE_SIZES),
-                                                        "allreduce_seconds": reduced, "action_s": action_s,
+                                                        "allreduce_seconds": reduced, "actions": actions,
                                                         "backend": dist.get_backend()}))
     dist.destroy_process_group()
 

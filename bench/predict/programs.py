@@ -14,7 +14,7 @@ backend the method declares, never by its name:
   multi-stage schedule (interleaved, looped, V, zero-bubble) runs v stages on each of K / v workers in the
   order torch's own schedule class gives every rank (pp_schedules.action_order), with the zero-bubble
   backward halves the calibration measured. Every micro-batch action adds the runtime's own host seconds per
-  action where the link model measured them (a CPU host: probe.pipeline_action_s);
+  action of that schedule where the link model measured them (a CPU host: probe.pipeline_actions_s);
 - data-parallel (ddp.py): the whole network on B/K, backward unit by unit from the last, every bucket
   all-reduced (ring) as soon as its gradients are done, overlapping the rest of the backward; the step
   waits for the last bucket, then steps the optimiser;
@@ -220,11 +220,11 @@ def _pipelining(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, list[
         raise BenchError(f"{s.method.name} with one group is not pipelined (one stage worker runs its rule): "
                          f"not modelled; predict bp for K = 1")
     if not pp_schedules.is_multi(schedule):
-        costs = pipe_costs(cal, s.bounds, m, action_s=link.action_s)
+        costs = pipe_costs(cal, s.bounds, m, action_s=link.action_for(schedule))
         return f"{schedule}-m{m}", [pipe_worker(i, costs, s.steps, m, schedule) for i in range(s.groups)]
     order = pp_schedules.action_order(schedule, s.groups, m)
     halves = any(kind in ("I", "W") for actions in order.values() for kind, _, _ in actions)
-    costs = pipe_costs(cal, s.bounds, m, halves, link.action_s)
+    costs = pipe_costs(cal, s.bounds, m, halves, link.action_for(schedule))
     owner = {stage: r for r, own in enumerate(pp_schedules.placement(schedule, s.groups, len(order))) for stage in own}
     v = s.groups // len(order)
     return (f"{schedule}-m{m}-v{v}",
