@@ -61,10 +61,10 @@ class LinkModel:
     def text(self) -> str:
         bw = "inf" if self.bandwidth == float("inf") else f"{self.bandwidth / GB:.3g} GB/s"
         ring = "" if not self.ring else f"; all-reduce {self.ring[0] / GB:.3g} GB/s, {self.ring[1] * 1e6:.3g} us per round"
-        every = sorted({self.action_s, *dict(self.actions).values()})
-        spread = f"{every[0] * 1e6:.3g}" + (f"-{every[-1] * 1e6:.3g}" if len(every) > 1 else "")
-        action = f"; pipelining {spread} us per micro-batch action" + (" by schedule" if len(every) > 1 else "")
-        action = action if self.action_s or self.actions else ""
+        every, action = sorted({self.action_s, *dict(self.actions).values()} - {0.0}), ""  # empty: not measured
+        if every:
+            spread = f"{every[0] * 1e6:.3g}" + (f"-{every[-1] * 1e6:.3g}" if len(every) > 1 else "")
+            action = f"; pipelining {spread} us per micro-batch action" + (" by schedule" if len(every) > 1 else "")
         return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring}{action})"
 
     def to_dict(self) -> dict:

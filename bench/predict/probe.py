@@ -75,10 +75,10 @@ def pipeline_actions_s(comms, rank: int, device: torch.device) -> dict[str, floa
         schedule = cls(stages if multi else stages[0], m, loss_fn=loss)
         actions = (sum(kind in "FBIW" for kind, _, _ in pp_schedules.action_order(name, n, m)[rank]) if multi
                    else 2 * m)
+        args = (x,) if 0 in own else ()  # the first stage takes the batch, the last the target
         for step in range(PIPE_STEPS + 2):
             if step == 2:
                 t0 = time.process_time()
-            args = (x,) if 0 in own else ()
             schedule.step(*args, target=torch.zeros_like(x), losses=[]) if n - 1 in own else schedule.step(*args)
         mine = torch.tensor([(time.process_time() - t0) / PIPE_STEPS / actions], dtype=torch.float64)
         dist.all_reduce(mine, group=comms.ctrl)
