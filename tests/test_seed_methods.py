@@ -170,11 +170,13 @@ def test_asyncbp_on_two_real_workers_records_staleness_and_bytes(tmp_path):
 def test_blockadmm_constraint_residual_falls_during_training(digits):
     trainer, _ = build_trainer("blockadmm", 2, options={"residual_every": 10})
     stream = BatchStream(digits, 32, seed=0)
-    for step in range(60):
+    for step in range(120):
         trainer.step(step, *stream.batch(step))
     curve = trainer.extras()["constraint_residual"]
-    assert curve["step"] == [10, 20, 30, 40, 50, 60]
-    first, last = curve["per_boundary"][0][0], curve["per_boundary"][-1][0]
+    assert curve["step"] == list(range(10, 121, 10))
+    # the residual is noisy step to step (on one CPU 60 steps ended at 0.70x the first, on another below 0.6x):
+    # the mean of the last three readings, after 120 steps, against the first
+    first, last = curve["per_boundary"][0][0], sum(r[0] for r in curve["per_boundary"][-3:]) / 3
     assert last < 0.6 * first, curve
 
 
