@@ -396,7 +396,7 @@ def test_the_link_probe_measures_the_pipelining_runtime_on_two_workers():
     from bench.exec.pp_schedules import available
     from bench.predict.probe import measure_link
     link = measure_link("cpu")
-    assert link.source == "measured" and link.ring and 0 < link.action_s < 0.05
+    assert link.source == "measured" and link.ring and 0 < link.action_s < 0.05 and 0 <= link.rendezvous_s < 0.05
     assert dict(link.actions).keys() == available().keys()  # every schedule's runtime, measured on its own
     assert all(0 < a < 0.05 for _, a in link.actions) and link.action_s == link.action_for("gpipe")
 
@@ -420,3 +420,64 @@ def test_calibrations_combine_by_their_median():
     other = toy(5)
     with pytest.raises(BenchError, match="different settings"):
         median_of([cals[0], other])
+
+
+def _two(programs, link):
+    from bench.predict.simulate import Simulation
+    return Simulation(link, 2).run(programs)
+
+
+@pytest.mark.parametrize("rendezvous, arrival", [(3.0, 4.5), (20.0, 10.5), (0.0, 1.5)])
+def test_a_late_receive_waits_for_its_computing_senders_thread(rendezvous, arrival):
+    """gloo moves a message once its receive is posted; a receive posted after the send needs the sender's
+    communication thread, which a computing sender lets run when it blocks (here: when it ends, at 10) or when
+    the scheduler's slice (`rendezvous_s`) runs out, whichever comes first. Latency 0.5, bandwidth infinite."""
+    from bench.predict.simulate import Compute, Send, Wait
+
+    def sender():
+        yield Send("x", "c", 100)
+        yield Compute(10.0)
+
+    def receiver():
+        yield Compute(1.0)
+        yield Wait("x")
+
+    t = _two([sender(), receiver()], LinkModel("toy", float("inf"), 0.5, rendezvous_s=rendezvous))
+    assert t.end_s[1] == pytest.approx(arrival) and t.blocked_s[1] == pytest.approx(arrival - 1.0)
+
+
+def test_a_receive_posted_ahead_or_served_by_an_idle_sender_is_not_delayed():
+    from bench.predict.simulate import Compute, Post, Send, Wait
+    link = LinkModel("toy", float("inf"), 0.5, rendezvous_s=3.0)
+
+    def sender(then_compute):
+        yield Compute(0.25)
+        yield Send("x", "c", 100)
+        if then_compute:
+            yield Compute(10.0)
+
+    def receiver(post_first):
+        if post_first:
+            yield Post("x")
+        yield Compute(1.0)
+        yield Wait("x")
+
+    assert _two([sender(True), receiver(True)], link).blocked_s[1] == 0  # arrived at 0.75, before the wait
+    assert _two([sender(False), receiver(False)], link).end_s[1] == pytest.approx(1.5)  # the sender is done: at once
+    assert _two([sender(True), receiver(False)], link).end_s[1] == pytest.approx(4.5)  # the slice
+
+
+def test_the_backends_post_their_receives_where_the_workers_do():
+    """Lockstep stages post the feedback's receive before waiting and their activations' ahead: a late-receive cost
+    changes nothing there; torch's looped BFS posts many receives after their sends (a stage's forwards run in a
+    burst on a busy worker) and pays it; the link carries it through JSON and says it."""
+    cal, k = toy(8, out_bytes=1000), 4
+    late = replace(FREE, rendezvous_s=0.5)
+    assert run(cal, "bp", 2, [0, 4, 8], late).phase_s == pytest.approx(run(cal, "bp", 2, [0, 4, 8]).phase_s)
+    assert (run(cal, "auxnet", 2, [0, 4, 8], late, options={"correct_every": 1}).phase_s
+            == pytest.approx(run(cal, "auxnet", 2, [0, 4, 8], options={"correct_every": 1}).phase_s))
+    bfs = {"microbatches": 4, "schedule": "loopedbfs", "stages_per_rank": 2}
+    assert run(cal, "gpipe", k, even(k), late, steps=5, options=bfs).phase_s > \
+        run(cal, "gpipe", k, even(k), steps=5, options=bfs).phase_s
+    assert LinkModel.from_dict(json.loads(json.dumps(late.to_dict()))) == late
+    assert "late receive 500 ms later" in late.text()

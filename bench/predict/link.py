@@ -43,6 +43,10 @@ class LinkModel:
     # ... and each schedule's own, (name, seconds) pairs: the multi-stage ones run an interpreter of their action
     # lists (_PipelineScheduleRuntime) that costs about twice GPipe's loop per action; presets and GPUs: none
     actions: tuple = ()
+    # measured on a CPU host: how much later a receive posted after its send completes when the sender's core
+    # is computing than when it is idle (its communication thread waits for the scheduler's slice; simulate.py);
+    # presets and GPUs: 0
+    rendezvous_s: float = 0.0
 
     def action_for(self, schedule: str) -> float:
         """The runtime's seconds per micro-batch action of `schedule`: its own where measured, else GPipe's."""
@@ -65,7 +69,9 @@ class LinkModel:
         if every:
             spread = f"{every[0] * 1e6:.3g}" + (f"-{every[-1] * 1e6:.3g}" if len(every) > 1 else "")
             action = f"; pipelining {spread} us per micro-batch action" + (" by schedule" if len(every) > 1 else "")
-        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring}{action})"
+        late = "" if not self.rendezvous_s else \
+            f"; a computing sender serves a late receive {self.rendezvous_s * 1e3:.3g} ms later"
+        return f"{self.name} ({self.source}: {bw}, {self.latency * 1e6:.3g} us{ring}{action}{late})"
 
     def to_dict(self) -> dict:
         return {**asdict(self), "points": [list(p) for p in self.points], "ring": list(self.ring) if self.ring else None,
@@ -75,7 +81,8 @@ class LinkModel:
     def from_dict(cls, d: dict) -> "LinkModel":
         return cls(d["name"], float(d["bandwidth"]), float(d["latency"]), d.get("source", "given"),
                    tuple(tuple(p) for p in d.get("points", ())), tuple(d["ring"]) if d.get("ring") else None,
-                   float(d.get("action_s", 0.0)), tuple((str(n), float(v)) for n, v in d.get("actions", ())))
+                   float(d.get("action_s", 0.0)), tuple((str(n), float(v)) for n, v in d.get("actions", ())),
+                   float(d.get("rendezvous_s", 0.0)))
 
 
 PRESETS = {

@@ -6,7 +6,9 @@ same way to the ring's n / bandwidth + 2 latency (two workers), the link's `ring
 pipeline of every torch.distributed.pipelining schedule on stages that compute next to nothing, whose CPU
 seconds per micro-batch action are the runtime's own work per action (posting its p2p ops, splitting,
 bookkeeping, gloo's threads), the link's `action_s` (GPipe's) and `actions` (each schedule's: the multi-stage
-ones interpret their action lists and cost about twice as much per action).
+ones interpret their action lists and cost about twice as much per action); and, on a CPU host, how much later
+a receive posted after its send completes while the sender computes than while it sleeps, the link's
+`rendezvous_s` (the sender's communication thread waits for the scheduler's slice: simulate.py).
 
     python -m bench predict ... --link measured      # measure_link() starts the two workers
 """
@@ -34,6 +36,7 @@ SIZES = (4 << 10, 64 << 10, 512 << 10, 2 << 20, 8 << 20)  # bytes per message
 ALLREDUCE_SIZES = (64 << 10, 512 << 10, 1 << 20, 4 << 20)  # bytes per all-reduce
 REPS = 7  # timed transfers per size (the median counts), after one warm-up
 PIPE_MICROBATCHES, PIPE_STEPS, PIPE_SHAPE = 8, 50, (16, 256)  # the pipeline probe: its steps, one micro-batch
+LATE_PHASES, LATE_RECEIVES, LATE_BYTES, LATE_GAP_S = 4, 25, 256 << 10, 0.005  # the rendezvous probe (per mode)
 RESULT = "link-probe.json"
 
 
@@ -47,7 +50,38 @@ def measure_link(device: str = "cpu") -> LinkModel:
     ring = fit(got["allreduce_bytes"], got["allreduce_seconds"])  # n / bandwidth + 2 latency with two workers
     actions = got["actions"]
     return replace(link, ring=(ring.bandwidth, ring.latency / 2), action_s=actions.get("gpipe", 0.0),
-                   actions=tuple(sorted(actions.items())))
+                   actions=tuple(sorted(actions.items())), rendezvous_s=got.get("rendezvous_s", 0.0))
+
+
+def rendezvous_s(comms, rank: int, device: torch.device) -> float:
+    """In LATE_PHASES turns, rank 0 posts LATE_RECEIVES sends at once, then sleeps, or computes (one thread, matrix
+    products), for longer than rank 1 takes to post each receive LATE_GAP_S after the last one came, timing it.
+    The mean receive with a computing sender minus the mean with a sleeping one (>= 0): the mean, because the
+    delay comes or not by where the scheduler wakes the sender's thread (0.2 or 2.9 ms here, phase by phase). None
+    on a GPU, whose host does not compute."""
+    if device.type != "cpu":
+        return 0.0
+    buf, sums = torch.zeros(LATE_BYTES // 4), torch.zeros(2, dtype=torch.float64)
+    for computing in (False, True) * LATE_PHASES:
+        dist.barrier(group=comms.ctrl)
+        if rank == 0:
+            sends = [dist.isend(buf, 1, group=comms.fwd, tag=i) for i in range(LATE_RECEIVES)]
+            a, end = torch.randn(128, 128), time.perf_counter() + LATE_RECEIVES * (LATE_GAP_S + 0.01) + 0.2
+            while time.perf_counter() < end:  # (gloo's sends say they are completed only once waited for)
+                if computing:
+                    a = torch.tanh(a @ a)
+                else:
+                    time.sleep(1e-4)
+            for w in sends:
+                w.wait()
+            continue
+        for i in range(LATE_RECEIVES):
+            time.sleep(LATE_GAP_S)
+            t0 = time.perf_counter()
+            dist.recv(buf, 0, group=comms.fwd, tag=i)
+            sums[int(computing)] += time.perf_counter() - t0
+    dist.all_reduce(sums, group=comms.ctrl)  # rank 0 adds nothing
+    return max(0.0, (sums[1] - sums[0]).item() / (LATE_RECEIVES * LATE_PHASES))
 
 
 def pipeline_actions_s(comms, rank: int, device: torch.device) -> dict[str, float]:
@@ -92,11 +126,12 @@ def _worker(cfg: RunConfig, dcfg: DistConfig) -> None:
     seconds = [time_exchange(comms, rank, world, device, 0, (n // 4,), None, reps=REPS) for n in SIZES]
     reduced = [time_allreduce(comms, n // 4, device, reps=REPS) for n in ALLREDUCE_SIZES]
     actions = pipeline_actions_s(comms, rank, device)
+    late = rendezvous_s(comms, rank, device)
     if rank == 0:
         (Path(cfg.out) / RESULT).write_text(json.dumps({"bytes": list(SIZES), "seconds": seconds,
                                                         "allreduce_bytes": list(ALLREDUCE_SIZES),
                                                         "allreduce_seconds": reduced, "actions": actions,
-                                                        "backend": dist.get_backend()}))
+                                                        "rendezvous_s": late, "backend": dist.get_backend()}))
     dist.destroy_process_group()
 
 

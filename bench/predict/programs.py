@@ -21,7 +21,10 @@ backend the method declares, never by its name:
 - exchange (exchange.py): per step, as the method's `is_serial` says, either a parallel step (compute both
   messages, send them to both neighbours at once, wait for theirs, update) or a serial one (lockstep
   backprop through the chain: the activation forward, the gradient back).
-A phase starts and ends drained, like the engine's (warm-up apart, between evaluations).
+A phase starts and ends drained, like the engine's (warm-up apart, between evaluations). Each program posts its
+receives where its worker does (simulate.py: a receive posted after its send waits for a computing sender): the
+stage workers post the next activations' ahead and the feedback's before waiting for it, the exchange workers
+theirs ahead, torch's multi-stage schedules at their RECV actions, GPipe and 1F1B right before use.
 
 Another backend joins with `@program(Backend.X)` (a function of (calibration, Setup, link) returning its
 schedule's name and K programs): asynchronous backprop, when it lands with its own backend, adds its
@@ -37,10 +40,12 @@ from methods import Backend
 
 from ..errors import BenchError
 from ..exec import pp_schedules
+from ..exec.exchange import POST_AHEAD as EXCHANGE_AHEAD
+from ..exec.stages import POST_AHEAD as STAGE_AHEAD
 from .calibration import Calibration
 from .costs import PipeCost, ReplicaCost, ShareCost, StageCost, pipe_costs, replica_costs, share_costs, stage_costs
 from .link import LinkModel
-from .simulate import AllReduce, Compute, Poll, Program, Send, Simulation, Wait
+from .simulate import AllReduce, Compute, Poll, Post, Program, Send, Simulation, Wait
 
 
 @dataclass
@@ -116,12 +121,15 @@ def stage_worker(i: int, costs: list[StageCost], steps: int, bound: int) -> Prog
     for step in range(steps):
         if i > 0:
             yield Wait(("activation", i, step))
+            for ahead in range(step + 1, min(steps, step + 1 + STAGE_AHEAD)):
+                yield Post(("activation", i, ahead))
         yield Compute(me.forward_s)
         if i < k - 1:
             yield Send(("activation", i + 1, step), ("activation", i), me.out_bytes)
         if not me.waits:
             yield from backward(step)
             continue
+        yield Post(("feedback", i, step))
         pending.append(step)
         while pending and (yield Poll(("feedback", i, pending[0]))):
             yield from apply_oldest()
@@ -202,6 +210,10 @@ def multi_stage_worker(rank: int, actions: list[tuple], costs: list[PipeCost], o
                 yield Wait(("gradient", stage, step, j))
             if kind in compute:
                 yield Compute(getattr(me, compute[kind]))
+            elif kind == "RECV_F":  # torch posts a receive where its sender's send is scheduled
+                yield Post(("activation", stage, step, j))
+            elif kind == "RECV_B":
+                yield Post(("gradient", stage, step, j))
             elif kind == "SEND_F":
                 sent.append(("activation", stage + 1, step, j))
                 yield Send(sent[-1], ("activation", stage), me.out_bytes)
@@ -257,7 +269,15 @@ def _data_parallel(cal: Calibration, s: Setup, link: LinkModel) -> tuple[str, li
 # --- exchange --------------------------------------------------------------------------------------
 def share_worker(i: int, costs: list[ShareCost], steps: range, serial: Callable[[int], bool]) -> Program:
     k, me = len(costs), costs[i]
+
+    def receives(step):  # what comes from each neighbour at `step`, by the step's kind
+        return ((("activation" if serial(step) else "to next", i, step),) if i > 0 else ()) + \
+            ((("gradient" if serial(step) else "to previous", i, step),) if i < k - 1 else ())
+
     for step in steps:
+        for ahead in range(step, min(steps.stop, step + 1 + EXCHANGE_AHEAD)):
+            for key in receives(ahead):
+                yield Post(key)
         if serial(step):  # backprop through the chain
             if i > 0:
                 yield Wait(("activation", i, step))
