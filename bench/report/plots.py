@@ -227,8 +227,9 @@ def fig_tta(groups: list[Cell], path: Path, target: Target) -> None:
     ax.legend(loc="lower right")
     g0 = gs[0]
     no_target = "" if value is not None else " (no BP record of this setting: no target)"
+    kind = "simulated" if g0.executor == "simulated" else "parallel (schedule in [ ])"  # runs of several schedules
     fig.suptitle(f"Time to accuracy: test accuracy vs training time{no_target}\n"
-                 f"{_subtitle(g0.profile, g0.data, g0.model, g0.executor)}", fontsize=9)
+                 f"{_subtitle(g0.profile, g0.data, g0.model, kind)}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
