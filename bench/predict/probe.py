@@ -57,8 +57,8 @@ def rendezvous_s(comms, rank: int, device: torch.device) -> float:
     """In LATE_PHASES turns, rank 0 posts LATE_RECEIVES sends at once, then sleeps, or computes (one thread, matrix
     products), for longer than rank 1 takes to post each receive LATE_GAP_S after the last one came, timing it.
     The mean receive with a computing sender minus the mean with a sleeping one (>= 0): the mean, because the
-    delay comes or not by where the scheduler wakes the sender's thread (0.2 or 2.9 ms here, phase by phase). None
-    on a GPU, whose host does not compute."""
+    delay comes or not by where the scheduler wakes the sender's thread (0.2 or 2.9 ms here, phase by phase). 0 on
+    a GPU, whose host does not compute."""
     if device.type != "cpu":
         return 0.0
     buf, sums = torch.zeros(LATE_BYTES // 4), torch.zeros(2, dtype=torch.float64)
