@@ -271,8 +271,11 @@ def share_worker(i: int, costs: list[ShareCost], steps: range, serial: Callable[
     k, me = len(costs), costs[i]
 
     def receives(step):  # what comes from each neighbour at `step`, by the step's kind
-        return ((("activation" if serial(step) else "to next", i, step),) if i > 0 else ()) + \
-            ((("gradient" if serial(step) else "to previous", i, step),) if i < k - 1 else ())
+        backprop = serial(step)
+        if i > 0:
+            yield "activation" if backprop else "to next", i, step
+        if i < k - 1:
+            yield "gradient" if backprop else "to previous", i, step
 
     for step in steps:
         for ahead in range(step, min(steps.stop, step + 1 + EXCHANGE_AHEAD)):

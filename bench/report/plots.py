@@ -76,6 +76,12 @@ def _subtitle(profile: str, data: str, model: str, executor: str | None = None) 
             + (f"\n{ex}" if ex else "") + ("" if profile == "paper" else " · scaled down: not a reproduction"))
 
 
+def _time_kind(executor: str) -> str:
+    """The subtitle's kind of time for a figure of runs like this one: its parallel runs may have several schedules
+    (the legend gives each run's in [ ])."""
+    return "simulated" if executor == "simulated" else "parallel (schedule in [ ])"
+
+
 def _empty(path: Path, title: str, message: str) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
@@ -195,8 +201,7 @@ def fig5(groups: list[Cell], path: Path) -> None:
         ax.legend(loc="upper right")
     g0 = gs[0]
     fig.suptitle(f"Loss vs training time (paper Fig. 5)\n"
-                 f"{_subtitle(g0.profile, g0.data, g0.model, 'simulated' if simulated else 'parallel (schedule in [ ])')}",
-                 fontsize=9)
+                 f"{_subtitle(g0.profile, g0.data, g0.model, _time_kind(g0.executor))}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
@@ -227,9 +232,8 @@ def fig_tta(groups: list[Cell], path: Path, target: Target) -> None:
     ax.legend(loc="lower right")
     g0 = gs[0]
     no_target = "" if value is not None else " (no BP record of this setting: no target)"
-    kind = "simulated" if g0.executor == "simulated" else "parallel (schedule in [ ])"  # runs of several schedules
     fig.suptitle(f"Time to accuracy: test accuracy vs training time{no_target}\n"
-                 f"{_subtitle(g0.profile, g0.data, g0.model, kind)}", fontsize=9)
+                 f"{_subtitle(g0.profile, g0.data, g0.model, _time_kind(g0.executor))}", fontsize=9)
     fig.tight_layout()
     _save(fig, path)
 
